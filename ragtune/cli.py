@@ -1,0 +1,41 @@
+"""The one ``ragtune`` command: each part mounts its subcommands here."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+from rich.console import Console
+
+from ragtune.errors import RagtuneError
+
+app = typer.Typer(help="ragtune: RAG or fine-tune? Measure it, then serve the hybrid.", no_args_is_help=True)
+console = Console(stderr=True)
+
+
+def _mount() -> None:
+    # Imported lazily per part so `ragtune --help` does not import torch or vLLM.
+    from ragtune.models_cli import app as models_app
+    from retriever.cli import register as register_retriever
+    from router.cli import register as register_router
+    from service.cli import register as register_service
+
+    app.add_typer(models_app, name="models", help="Provision the base model.")
+    register_retriever(app)
+    register_router(app)
+    register_service(app)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _mount()
+    try:
+        app()
+    except RagtuneError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

