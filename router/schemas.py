@@ -1,0 +1,66 @@
+"""The router's request and answer types (the service maps OpenAI JSON onto these)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatQuery(BaseModel):
+    """One question to answer: the conversation plus how to route it."""
+
+    messages: list[ChatMessage] = Field(min_length=1, description="The conversation; the last one must be the user's.")
+    model: str = Field(default="base", description="'base' or an adapter name.")
+    adapter: str | None = Field(default=None, description="Adapter to apply; overrides `model`.")
+    retrieval: bool = Field(default=False, description="Retrieve passages and cite them.")
+    collection: str | None = None
+    tenant: str | None = None
+    top_k: int | None = Field(default=None, ge=1, le=50)
+    max_tokens: int | None = Field(default=None, ge=1, le=4096)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    stop: list[str] | None = None
+    seed: int | None = None
+
+    @field_validator("messages")
+    @classmethod
+    def _last_is_user(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
+        if messages[-1].role != "user":
+            raise ValueError(f"the last message must have role 'user', not '{messages[-1].role}'")
+        if not messages[-1].content.strip():
+            raise ValueError("the last user message is empty")
+        return messages
+
+
+class Citation(BaseModel):
+    index: int = Field(description="The [n] the prompt used for this passage.")
+    id: str = Field(description="Document id.")
+    chunk_id: str
+    source: str
+    score: float
+    text: str
+
+
+class Route(BaseModel):
+    name: str
+    adapter: str | None
+    retrieval: bool
+    reason: str
+
+
+class Answer(BaseModel):
+    text: str
+    citations: list[Citation]
+    route: Route
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    latency_ms: float

@@ -1,0 +1,57 @@
+"""The FastAPI application: OpenAI-compatible chat plus documents admin and probes."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ragtune import __version__
+from ragtune.settings import Settings
+from router.router import Router
+from service import chat, documents, models
+from service.errors import install_error_handlers
+from service.protocol import error_json
+from service.state import ServiceState, State
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, router: Router | None = None) -> FastAPI:
+    """Build the app. Given a router (tests, embedding), it is used as is; else one is started
+    in the background at start-up from ``settings``."""
+    state = ServiceState(settings or Settings(), router)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state.start()
+        yield
+        if router is None:  # we own the engine only when we built it
+            state.close()
+
+    app = FastAPI(title="ragtune", version=__version__, lifespan=lifespan)
+    app.state.ragtune = state
+    install_error_handlers(app)
+    for part in (chat, models, documents):
+        app.include_router(part.router)
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz(s: State):
+        if s.router is not None:
+            return {"status": "ready"}
+        if s.startup_error:
+            return JSONResponse(error_json(s.startup_error, "server_error"), status_code=500)
+        return JSONResponse(error_json("engine starting", "engine_not_ready"), status_code=503)
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
