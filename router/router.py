@@ -6,7 +6,6 @@ eval measures is what production serves.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Sequence
 
@@ -27,8 +26,6 @@ class Router:
         self.backend = backend
         self.prompts = prompts
         self.store = store  # retriever.store.FactStore, or None when retrieval is unavailable
-        # In-process engines are not thread-safe; the HTTP server calls from a thread pool.
-        self._lock = threading.Lock()
 
     def model_names(self) -> list[str]:
         return [BASE, *sorted(self.backend.adapter_names())]
@@ -75,8 +72,7 @@ class Router:
             )
             for q, r, ps in zip(queries, routes, passages)
         ]
-        with self._lock:
-            generations = self.backend.generate(requests)
+        generations = self.backend.generate(requests)  # backends serialise engine access themselves
         latency_ms = (time.perf_counter() - start) * 1000
         return [
             Answer(
