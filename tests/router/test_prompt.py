@@ -1,0 +1,54 @@
+"""Prompt assembly (pure logic) and the plain layout the base model is used with."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from retriever.models import Passage
+from router.prompt import PLAIN_STOPS, PromptBuilder, build_plain_prompt
+from router.schemas import ChatMessage, ChatQuery
+
+
+def _p(doc: str, text: str) -> Passage:
+    return Passage(id=f"{doc}::0", doc_id=doc, chunk=0, source=f"{doc}.md", text=text, score=0.9)
+
+
+def test_passages_are_numbered_in_order_with_sources():
+    prompt = build_plain_prompt(
+        [ChatMessage(role="user", content="Who?")], [_p("a", "Alpha  text\nwraps."), _p("b", "Beta.")]
+    )
+    assert "[1] (a.md) Alpha text wraps." in prompt
+    assert "[2] (b.md) Beta." in prompt
+    assert prompt.index("[1]") < prompt.index("[2]") < prompt.index("Question: Who?")
+    assert prompt.endswith("Question: Who?\nAnswer:")
+
+
+def test_no_passages_means_no_instruction():
+    prompt = build_plain_prompt([ChatMessage(role="user", content="Hi")])
+    assert prompt == "Question: Hi\nAnswer:"
+
+
+def test_system_and_earlier_turns_are_kept():
+    msgs = [
+        ChatMessage(role="system", content="Be brief."),
+        ChatMessage(role="user", content="One?"),
+        ChatMessage(role="assistant", content="1"),
+        ChatMessage(role="user", content="Two?"),
+    ]
+    assert build_plain_prompt(msgs) == "Be brief.\n\nQuestion: One?\n\nAnswer: 1\n\nQuestion: Two?\nAnswer:"
+
+
+def test_base_model_folder_uses_plain_layout(base_model_dir):
+    builder = PromptBuilder(base_model_dir)
+    assert not builder.uses_chat_template  # gemma-3-270m base ships no chat template
+    assert builder.default_stops == PLAIN_STOPS
+
+
+def test_query_validation_names_the_problem():
+    with pytest.raises(ValidationError, match="at least 1"):
+        ChatQuery(messages=[])
+    with pytest.raises(ValidationError, match="role 'user'"):
+        ChatQuery(messages=[ChatMessage(role="assistant", content="x")])
+    with pytest.raises(ValidationError, match="empty"):
+        ChatQuery(messages=[ChatMessage(role="user", content="   ")])
