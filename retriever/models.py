@@ -1,0 +1,97 @@
+"""The retriever's data shapes: what goes in (Document), what comes out (Chunk, Passage, IngestResult)."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MetadataValue = str | int | float | bool
+
+# Keys the store writes into every chunk's Chroma metadata; user metadata may not shadow them,
+# or tenant filtering and document lookup would silently break.
+RESERVED_METADATA_KEYS = frozenset({"tenant", "doc_id", "source", "chunk", "valid_from"})
+
+
+class Document(BaseModel):
+    """One source document to ingest. ``id`` is stable: ingesting the same id again replaces it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="Stable document id (e.g. a relative path); surrounding whitespace is stripped.")
+    text: str = Field(description="Full text; must contain at least one non-whitespace character.")
+    source: str | None = Field(default=None, description="Where the text came from (shown in citations); default: id.")
+    metadata: dict[str, MetadataValue] = Field(
+        default_factory=dict, description="Flat user metadata stored with every chunk (str/int/float/bool values)."
+    )
+    valid_from: date | None = Field(default=None, description="Date from which this version of the fact holds.")
+
+    @field_validator("id")
+    @classmethod
+    def _id_not_blank(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            raise ValueError("document id must not be empty")
+        return v
+
+    @field_validator("text")
+    @classmethod
+    def _text_not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("document text must not be empty")
+        return v
+
+    @field_validator("source")
+    @classmethod
+    def _source_stripped(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        v = v.strip()
+        return v or None
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_keys(cls, v: dict[str, MetadataValue]) -> dict[str, MetadataValue]:
+        clash = sorted(RESERVED_METADATA_KEYS & v.keys())
+        if clash:
+            raise ValueError(
+                f"metadata key(s) {', '.join(map(repr, clash))} are reserved "
+                f"(reserved: {', '.join(sorted(RESERVED_METADATA_KEYS))})"
+            )
+        for key in v:
+            if not key.strip():
+                raise ValueError("metadata keys must not be empty")
+        return v
+
+    @property
+    def resolved_source(self) -> str:
+        return self.source or self.id
+
+
+class Chunk(BaseModel):
+    """One stored chunk of a document."""
+
+    id: str = Field(description="Chunk id, '<doc_id>::<index>'.")
+    doc_id: str
+    chunk: int = Field(description="Position of the chunk within its document, from 0.")
+    source: str
+    text: str
+    valid_from: date | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict, description="The document's user metadata.")
+
+
+class Passage(Chunk):
+    """A chunk returned by a search, with its similarity to the query."""
+
+    score: float = Field(description="Cosine similarity to the query (1 - cosine distance); higher is better.")
+
+
+class IngestResult(BaseModel):
+    """What an ingest wrote."""
+
+    collection: str
+    tenant: str
+    documents: int = Field(description="Documents upserted.")
+    chunks: int = Field(description="Chunks written for them.")
+    replaced_chunks: int = Field(description="Chunks these documents had before (now replaced).")

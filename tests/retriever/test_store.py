@@ -1,0 +1,168 @@
+"""FactStore against the real embedding model and a real Chroma PersistentClient in tmp_path."""
+
+from datetime import date
+
+import pytest
+from chromadb.api.models.Collection import Collection
+
+from ragtune.errors import InvalidRequestError, NotFoundError, RagtuneError
+from retriever.models import Document
+from retriever.store import FactStore
+
+pytestmark = pytest.mark.slow
+
+CORPUS = [
+    Document(id="zorblax.md", source="kb/zorblax.md", text="The Zorblax-9 reactor at Quellmoor station is cooled by "
+             "liquid basalt and was commissioned by engineer Mira Tannhauser in 1987.", valid_from="2023-01-01",
+             metadata={"team": "energy"}),
+    Document(id="bakery.md", text="Our bakery sells sourdough bread, croissants and rye loaves every morning "
+             "from seven o'clock; on Sundays we close at noon."),
+    Document(id="parking.md", text="Employees may park in garage B. Visitor parking is on level two and "
+             "requires a badge from the front desk."),
+    Document(id="vacation.md", text="Full-time staff receive twenty-seven vacation days per year; unused days "
+             "expire at the end of March of the following year."),
+]
+
+
+def test_ingest_then_search_finds_the_fact(store):
+    result = store.upsert(CORPUS)
+    assert (result.collection, result.tenant, result.documents, result.replaced_chunks) == ("default", "default", 4, 0)
+    assert result.chunks == store.count() >= 4
+
+    passages = store.search("What cools the Zorblax reactor?", k=3)
+    assert len(passages) == 3
+    top = passages[0]
+    assert top.doc_id == "zorblax.md" and top.source == "kb/zorblax.md"
+    assert top.id.startswith("zorblax.md::")
+    assert top.valid_from == date(2023, 1, 1) and top.metadata == {"team": "energy"}
+    scores = [p.score for p in passages]
+    assert scores == sorted(scores, reverse=True)
+    assert 0.3 < top.score <= 1.0 and top.score > scores[-1]
+
+    top = store.search("how many vacation days do I get", k=1)[0]
+    assert (top.doc_id, top.source) == ("vacation.md", "vacation.md")  # source defaults to the id
+
+
+def test_reingest_replaces_chunks_and_shrinks(store):
+    long_text = " ".join(f"The marmot census counted {n} marmots in valley {n}." for n in range(6))
+    first = store.upsert([Document(id="census", text=long_text), CORPUS[1]])
+    old_chunks = store.get_document("census")
+    assert len(old_chunks) > 2 and [c.chunk for c in old_chunks] == list(range(len(old_chunks)))
+
+    second = store.upsert([Document(id="census", text="The marmot census was cancelled this year.")])
+    assert (second.documents, second.chunks, second.replaced_chunks) == (1, 1, len(old_chunks))
+    assert [c.id for c in store.get_document("census")] == ["census::0"]
+    assert store.count() == first.chunks - len(old_chunks) + 1  # the other document is untouched
+    texts = [p.text for p in store.search("how many marmots were counted", k=5)]
+    assert "The marmot census was cancelled this year." in texts
+    assert not any("counted" in t for t in texts)
+
+
+def test_tenants_are_isolated(store):
+    store.upsert([Document(id="policy", text="Acme refunds are processed within 3 days.")], tenant="acme")
+    store.upsert([Document(id="policy", text="Globex refunds take 45 days and need a form.")], tenant="globex")
+
+    acme = store.search("how long do refunds take", k=5, tenant="acme")
+    globex = store.search("how long do refunds take", k=5, tenant="globex")
+    assert [p.text for p in acme] == ["Acme refunds are processed within 3 days."]
+    assert [p.text for p in globex] == ["Globex refunds take 45 days and need a form."]
+    assert store.search("refunds", tenant="initech") == []
+    assert store.get_document("policy", tenant="initech") is None
+
+    store.delete_document("policy", tenant="acme")
+    assert store.get_document("policy", tenant="acme") is None
+    assert store.get_document("policy", tenant="globex") is not None
+
+
+def test_invalid_document_in_batch_leaves_collection_unchanged(store, dump):
+    store.upsert(CORPUS[:2])
+    before = dump(store)
+    batch = [{"id": "zorblax.md", "text": "Rewritten."}, {"id": "new.md", "text": "Fine."}, {"id": "bad", "text": "  "}]
+    with pytest.raises(InvalidRequestError, match=r"document 2 \('bad'\) is invalid: text: .*must not be empty"):
+        store.upsert(batch)
+    with pytest.raises(InvalidRequestError, match="'new.md' appears twice"):
+        store.upsert([{"id": "new.md", "text": "a"}, {"id": "new.md", "text": "b"}])
+    assert dump(store) == before
+
+
+def test_write_failing_part_way_is_rolled_back(store, dump, monkeypatch):
+    store.upsert(CORPUS)
+    before = dump(store)
+    assert before
+
+    # Real Chroma writes, but in batches of 2 with the second batch failing: the first batch has
+    # already overwritten stored chunks and added new ones when the failure hits.
+    monkeypatch.setattr(store.client, "get_max_batch_size", lambda: 2)
+    real_upsert = Collection.upsert
+    calls = {"n": 0}
+
+    def flaky_upsert(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("disk full")
+        return real_upsert(self, *args, **kwargs)
+
+    monkeypatch.setattr(Collection, "upsert", flaky_upsert)
+    changed = [
+        Document(id="zorblax.md", text=" ".join(["The reactor was decommissioned."] * 8)),
+        Document(id="brand-new.md", text="A document that must not survive the failed ingest."),
+    ]
+    with pytest.raises(RagtuneError, match="failed and was rolled back: disk full"):
+        store.upsert(changed)
+    assert calls["n"] >= 3  # the partial write happened, then the restore wrote again
+    monkeypatch.setattr(Collection, "upsert", real_upsert)
+
+    assert dump(store) == before
+    assert store.search("Zorblax reactor cooling", k=1)[0].text.startswith("The Zorblax-9 reactor")
+
+
+def test_failed_first_ingest_leaves_no_collection(store, monkeypatch):
+    def broken_upsert(self, *args, **kwargs):
+        raise RuntimeError("connection reset")
+
+    monkeypatch.setattr(Collection, "upsert", broken_upsert)
+    with pytest.raises(RagtuneError, match="connection reset"):
+        store.upsert(CORPUS[:1], collection="fresh-one")
+    assert "fresh-one" not in store.collections()
+
+
+def test_reopened_store_searches_persisted_facts(store_settings):
+    FactStore(store_settings).upsert(CORPUS, collection="kb-main", tenant="t1")
+    reopened = FactStore(store_settings)  # a new client on the same folder
+    assert reopened.count("kb-main") == reopened.count("kb-main", tenant="t1") > 0
+    top = reopened.search("who commissioned the reactor at Quellmoor", collection="kb-main", tenant="t1")[0]
+    assert top.doc_id == "zorblax.md"
+    # The collection records our embedding function and cosine space; opened without naming an
+    # embedding function, Chroma rebuilds ours from the registry (its default would try to download).
+    coll = reopened.client.get_collection("kb-main")
+    assert coll.configuration_json["embedding_function"]["name"] == "ragtune-minilm"
+    assert coll.configuration_json["hnsw"]["space"] == "cosine"
+    res = coll.query(query_texts=["sourdough croissants"], n_results=1, where={"tenant": "t1"})
+    assert res["metadatas"][0][0]["doc_id"] == "bakery.md"
+
+
+def test_get_and_delete_document(store):
+    store.upsert(CORPUS)
+    chunks = store.get_document("bakery.md")
+    assert [c.id for c in chunks] == [f"bakery.md::{i}" for i in range(len(chunks))]
+    assert chunks[0].text.startswith("Our bakery") and chunks[-1].text.endswith("close at noon.")
+    assert store.delete_document("bakery.md") == len(chunks)
+    assert store.get_document("bakery.md") is None
+    assert all(p.doc_id != "bakery.md" for p in store.search("sourdough bread", k=5))
+    with pytest.raises(NotFoundError, match="document 'bakery.md' not found in collection 'default' for tenant"):
+        store.delete_document("bakery.md")
+
+
+def test_bad_names_and_queries_are_clear_errors(store):
+    with pytest.raises(InvalidRequestError, match="collection name 'ab' must be 3-512 characters"):
+        store.upsert(CORPUS[:1], collection="ab")
+    with pytest.raises(InvalidRequestError, match="collection name 'bad name!'"):
+        store.search("x", collection="bad name!")
+    with pytest.raises(InvalidRequestError, match="tenant 'a/b'"):
+        store.search("x", tenant="a/b")
+    with pytest.raises(NotFoundError, match="collection 'missing' does not exist"):
+        store.search("anything", collection="missing")
+    with pytest.raises(InvalidRequestError, match="query must not be empty"):
+        store.search("  ")
+    with pytest.raises(InvalidRequestError, match="k=0"):
+        store.search("x", k=0)
