@@ -1,0 +1,195 @@
+"""The QLoRA memory planner: pure logic against measured H200 peaks and the seed's table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from ragtune.errors import InvalidRequestError
+from trainer.plan import GPUS, PRESETS, PlanRequest, parse_params, plan, plan_for, shape_from_config
+from trainer.plan_cli import register
+
+GB = 1e9 / 1024**3  # one GB in GiB: the seed's table speaks GB
+
+
+def _counted_sum(result) -> float:
+    return sum(t.gib for t in result.terms if t.counted)
+
+
+@pytest.mark.parametrize("size", list(PRESETS))
+def test_terms_positive_and_sum_to_total(size):
+    r = plan_for(size, seq_len=1024, batch_size=2)
+    assert all(t.gib > 0 for t in r.terms), [t.key for t in r.terms if t.gib <= 0]
+    assert _counted_sum(r) == pytest.approx(r.total_gib)
+    assert r.peak_allocated_gib < r.peak_reserved_gib < r.total_gib
+    # exactly one of the two transient phases is counted: the larger one
+    loss, layer = r.term("loss"), r.term("layer_backward")
+    assert loss.counted != layer.counted
+    assert (loss if loss.counted else layer).gib >= (layer if loss.counted else loss).gib
+
+
+@pytest.mark.parametrize("size", ["270M", "8B", "70B"])
+def test_monotonic_in_seq_batch_rank(size):
+    base = plan_for(size, seq_len=1024, batch_size=1, rank=16).total_gib
+    assert plan_for(size, seq_len=2048, batch_size=1, rank=16).total_gib > base
+    assert plan_for(size, seq_len=1024, batch_size=2, rank=16).total_gib > base
+    assert plan_for(size, seq_len=1024, batch_size=1, rank=64).total_gib > base
+
+
+def test_quantisation_and_upcast_terms():
+    dq = plan_for("8B")
+    sq = plan_for("8B", double_quant=False)
+    up = plan_for("8B", upcast_fp32=True)
+    # 0.127 vs 0.5 bits per quantised parameter
+    assert sq.term("quant_constants").gib / dq.term("quant_constants").gib == pytest.approx(0.5 / 0.127, rel=0.01)
+    assert up.term("embeddings").gib == pytest.approx(2 * dq.term("embeddings").gib)
+    assert up.total_gib > dq.total_gib
+
+
+def test_parameter_counts_match_published_sizes():
+    assert PRESETS["270M"].total_params == pytest.approx(268e6, rel=0.01)  # tied: embedding counted once
+    assert PRESETS["8B"].total_params == pytest.approx(8.03e9, rel=0.01)
+    assert PRESETS["70B"].total_params == pytest.approx(70.6e9, rel=0.01)
+    assert PRESETS["270M"].lora_params(16) == 3_796_992  # what peft reports for gemma-3-270m at r=16
+    assert PRESETS["8B"].lora_params(16) == 41_943_040
+
+
+def test_8b_matches_h200_measurements():
+    """NOTES.md, H200: Llama-3.1-8B shape, seq 2048, r=16, GC, paged 8-bit AdamW, plain HF loop.
+
+    batch 1: 11.0 GiB peak reserved, 9.5 allocated; batch 4: 27.0 GiB reserved.
+    """
+    b1 = plan_for("8B", seq_len=2048, batch_size=1, rank=16)
+    assert b1.peak_reserved_gib == pytest.approx(11.0, rel=0.15)
+    assert b1.peak_allocated_gib == pytest.approx(9.5, rel=0.15)
+    b4 = plan_for("8B", seq_len=2048, batch_size=4, rank=16)
+    assert b4.peak_reserved_gib == pytest.approx(27.0, rel=0.15)
+    # The static part (NF4 + double-quant constants + bf16 embeddings/head) is ~5.3-5.5 GiB.
+    static = sum(b1.term(k).gib for k in ("nf4_weights", "quant_constants", "embeddings", "norms"))
+    assert static == pytest.approx(5.47, rel=0.05)
+    # Throughput: ~4,340 tokens/s on an H200 at batch 1 (NOTES.md).
+    h200 = next(o for o in b1.gpu_options if o.gpu.startswith("H200"))
+    assert h200.tokens_per_s == pytest.approx(4340, rel=0.25)
+
+
+# The seed's table (GB): 7-8B 6.6-10, 13B 14-18, 30-32B 30-35, 70B 45-48, "at modest seq/batch".
+# Setting used here: seq 1024, batch 1, r=16, the default recipe; the planner's total_gib (what
+# nvidia-smi would show) converted to GB.
+#  * the 13B row matches a modern 13-14B with a 152k vocabulary (Qwen2.5-14B: 14.9 GB); the
+#    Llama-2-13B shape (32k vocabulary, small logits) needs only ~9.8 GB.
+#  * the 30-32B row is not reproduced at seq <= 1024: Qwen2.5-32B comes to ~25 GB (29 GB at seq
+#    2048, 29.5 GB with prepare_model_for_kbit_training's fp32 upcast at seq 1024), LLaMA-33B to
+#    ~21.5 GB. We trust the term-by-term model over the seed's row there; the test allows 20%.
+@pytest.mark.parametrize(
+    ("size", "low", "high", "slack"),
+    [("8B", 6.6, 10, 0.0), ("14B", 14, 18, 0.0), ("32B", 30, 35, 0.20), ("70B", 45, 48, 0.0)],
+)
+def test_seed_table_roughly_reproduced(size, low, high, slack):
+    gb = plan_for(size, seq_len=1024, batch_size=1, rank=16).total_gib / GB
+    assert low * (1 - slack) <= gb <= high * (1 + slack), f"{size}: {gb:.1f} GB"
+
+
+def test_gemma_logits_dominate():
+    r = plan_for("270M", seq_len=2048)
+    assert r.peak_phase == "loss"
+    assert r.term("loss").gib > 0.5 * r.total_gib
+
+
+def test_recommendation_and_cost():
+    r = plan_for("70B", seq_len=2048, tokens=10_000_000)
+    rec = next(o for o in r.gpu_options if o.gpu == r.recommended_gpu)
+    assert rec.fits and r.total_gib * 1.1 <= rec.memory_gib
+    smaller = [o for o in r.gpu_options if o.memory_gib < rec.memory_gib - 3]
+    assert smaller and not any(o.fits for o in smaller)
+    assert r.hours and r.cost_usd and r.cost_usd > 0
+    mine = plan_for("70B", seq_len=2048, tokens=10_000_000, gpu_hour_usd=10.0)
+    assert mine.cost_usd == pytest.approx(mine.hours * 10.0)
+    by_steps = plan_for("8B", seq_len=2048, batch_size=2, steps=100)
+    assert by_steps.train_tokens == 100 * 2 * 2048
+    huge = plan(PlanRequest(shape="70B", seq_len=65536, batch_size=8))
+    assert huge.recommended_gpu is None and not any(o.fits for o in huge.gpu_options)
+    assert len(GPUS) >= 8
+
+
+@pytest.mark.parametrize("text", ["banana", "8X", "20B", "", "-8B"])
+def test_bad_params_error_names_accepted_forms(text):
+    with pytest.raises(InvalidRequestError) as exc:
+        parse_params(text)
+    assert "270M" in exc.value.message and "8B" in exc.value.message and "70B" in exc.value.message
+
+
+@pytest.mark.parametrize(("text", "name"), [("8B", "Llama-3.1-8B"), ("8b", "Llama-3.1-8B"), ("270m", "gemma"), ("0.27B", "gemma"), ("70", "70B")])
+def test_params_forms(text, name):
+    assert name in parse_params(text).name
+
+
+def test_bad_settings_are_invalid_request():
+    with pytest.raises(InvalidRequestError):
+        plan_for("8B", seq_len=0)
+    with pytest.raises(InvalidRequestError):
+        plan_for(None)
+
+
+def test_config_folder(tmp_path):
+    cfg = {
+        "model_type": "llama", "hidden_size": 256, "num_hidden_layers": 4, "intermediate_size": 688,
+        "num_attention_heads": 8, "num_key_value_heads": 2, "vocab_size": 1000, "tie_word_embeddings": False,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    s = shape_from_config(tmp_path)
+    assert (s.hidden_size, s.num_layers, s.intermediate_size, s.head_dim, s.kv_dim) == (256, 4, 688, 32, 64)
+    assert s.embedding_params == 2 * 1000 * 256
+    r = plan_for(model_dir=tmp_path, seq_len=128)
+    assert r.total_gib > 0 and r.lora_params == s.lora_params(16)
+
+    # nested text_config (multimodal), tie default from the family
+    (tmp_path / "mm").mkdir()
+    (tmp_path / "mm" / "config.json").write_text(json.dumps({"text_config": {**cfg, "model_type": "gemma3_text", "tie_word_embeddings": None}}))
+    assert shape_from_config(tmp_path / "mm").tied_embeddings is True
+
+    with pytest.raises(InvalidRequestError, match="no config.json"):
+        shape_from_config(tmp_path / "missing")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8}))
+    with pytest.raises(InvalidRequestError, match="lacks"):
+        shape_from_config(tmp_path / "bad")
+    (tmp_path / "moe").mkdir()
+    (tmp_path / "moe" / "config.json").write_text(json.dumps({**cfg, "num_local_experts": 8}))
+    with pytest.raises(InvalidRequestError, match="mixture-of-experts"):
+        shape_from_config(tmp_path / "moe")
+
+
+def test_real_base_model_folder_matches_preset(base_model_dir):
+    s = shape_from_config(base_model_dir)
+    preset = PRESETS["270M"]
+    assert s.model_dump(exclude={"name"}) == preset.model_dump(exclude={"name"})
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    register(app)
+
+    @app.command("noop")  # a second command keeps `plan` a subcommand
+    def _noop() -> None: ...
+
+    return app
+
+
+def test_cli_table_json_and_errors():
+    runner = CliRunner()
+    app = _app()
+    res = runner.invoke(app, ["plan", "--params", "8B", "--seq", "2048", "--rank", "16", "--tokens", "1000000"])
+    assert res.exit_code == 0, res.output
+    assert "NF4 weights" in res.output and "recommended GPU" in res.output and "$" in res.output
+    res = runner.invoke(app, ["plan", "--params", "270M", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["total_gib"] > 0 and {t["key"] for t in data["terms"]} >= {"nf4_weights", "loss", "checkpoints"}
+    res = runner.invoke(app, ["plan", "--params", "banana"])
+    assert res.exit_code == 2
+    assert "270M" in res.output and "70B" in res.output
+    res = runner.invoke(app, ["plan"])
+    assert res.exit_code == 2 and "--params" in res.output
