@@ -22,6 +22,8 @@ Memory figures (GiB): ``train_peak_*`` cover the training steps only (stats rese
 setup and ``empty_cache``), ``run_peak_*`` the whole run from loading on (building and saving the
 random model excluded). ``device_used_gib`` is total minus free memory as the driver reports it
 (what nvidia-smi shows: CUDA context and the paged optimizer states included).
+To measure several settings of one shape without rebuilding, pass ``--model-dir DIR``: the first
+run saves the random model there, later runs reuse it.
 Without CUDA the script prints a skip message and exits 0.
 """
 
@@ -48,14 +50,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--model-dir", type=Path, default=None, help="gemma270m: a folder with its config (and weights).")
+    p.add_argument(
+        "--model-dir", type=Path, default=None,
+        help="A model folder: used as is if it holds safetensors (gemma270m's real weights, or a random model "
+        "saved by an earlier run); otherwise the random model is saved there and kept (gemma270m: its config is read).",
+    )
     p.add_argument("--out", type=Path, default=None, help="Write the JSON result here too.")
+    p.add_argument(
+        "--compare", type=Path, nargs="+", default=None, metavar="RESULT_JSON",
+        help="No measuring: add the planner's estimate and errors to result files written by --out "
+        "(for GPU machines without pydantic), print them and rewrite them in place.",
+    )
     p.add_argument(
         "--kbit-prepare", action=argparse.BooleanOptionalAction, default=True,
         help="Call peft.prepare_model_for_kbit_training (casts embeddings/head/norms to fp32). "
         "--no-kbit-prepare keeps them bf16, as trl 1.x's SFTTrainer does.",
     )
-    p.add_argument("--keep-model", action="store_true", help="Keep the saved random model folder.")
     return p.parse_args(argv)
 
 
@@ -68,7 +78,7 @@ def _config(shape: str, model_dir: Path | None):
             num_key_value_heads=8, head_dim=128, vocab_size=128256, tie_word_embeddings=False,
             max_position_embeddings=131072, rms_norm_eps=1e-5, bos_token_id=128000, eos_token_id=128001,
         )
-    if model_dir is not None:
+    if model_dir is not None and (model_dir / "config.json").is_file():
         return AutoConfig.from_pretrained(model_dir)
     from transformers import Gemma3TextConfig
 
@@ -82,6 +92,34 @@ def _config(shape: str, model_dir: Path | None):
 
 def _has_weights(folder: Path | None) -> bool:
     return folder is not None and any(folder.glob("*.safetensors"))
+
+
+def _add_estimate(result: dict) -> dict:
+    args = argparse.Namespace(shape=result["shape"], seq=result["seq"], batch=result["batch"], rank=result["rank"])
+    est = _planner_estimate(args, upcast=result["kbit_prepare"])
+    result["planner"] = est
+    if "peak_reserved_gib" in est:
+        result["rel_error_reserved"] = round(est["peak_reserved_gib"] / result["train_peak_reserved_gib"] - 1, 4)
+        result["rel_error_allocated"] = round(est["peak_allocated_gib"] / result["train_peak_allocated_gib"] - 1, 4)
+        result["rel_error_static"] = round(est["static_gib"] / result["static_after_load_gib"] - 1, 4)
+        result["rel_error_device_total"] = round(est["total_gib"] / result["device_used_gib"] - 1, 4)
+    return result
+
+
+def compare(files: list[Path]) -> int:
+    for file in files:
+        result = _add_estimate(json.loads(file.read_text()))
+        text = json.dumps(result, indent=2)
+        file.write_text(text + "\n")
+        keys = ("train_peak_allocated_gib", "train_peak_reserved_gib", "device_used_gib")
+        est = result["planner"]
+        print(f"{file}: {result['shape']} seq {result['seq']} batch {result['batch']} prepare={result['kbit_prepare']}")
+        if "error" in est:
+            print("  ", est["error"])
+            continue
+        for k, e in zip(keys, ("peak_allocated_gib", "peak_reserved_gib", "total_gib")):
+            print(f"   {k:26} measured {result[k]:7.2f}  planned {est[e]:7.2f}  ({est[e] / result[k] - 1:+.1%})")
+    return 0
 
 
 def _planner_estimate(args, upcast: bool) -> dict:
@@ -105,6 +143,8 @@ def _planner_estimate(args, upcast: bool) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.compare:
+        return compare(args.compare)
     try:
         import torch
     except ImportError:
@@ -125,16 +165,22 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     cfg = _config(args.shape, args.model_dir)
     tmp = None
-    if args.shape == "gemma270m" and _has_weights(args.model_dir):
-        folder, weights = args.model_dir, "real"
+    if _has_weights(args.model_dir):
+        folder = args.model_dir
+        weights = "real" if args.shape == "gemma270m" and not (folder / "RANDOM").exists() else "random (reused)"
     else:
         # Random weights: build in bf16 straight on the GPU (init kernels are fast there), save once.
-        tmp = Path(tempfile.mkdtemp(prefix=f"qlora_peak_{args.shape}_"))
-        folder, weights = tmp, "random"
+        if args.model_dir is not None:
+            folder = args.model_dir
+            folder.mkdir(parents=True, exist_ok=True)
+        else:
+            folder = tmp = Path(tempfile.mkdtemp(prefix=f"qlora_peak_{args.shape}_"))
+        weights = "random"
         torch.manual_seed(0)
         with dev:
             model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
         model.save_pretrained(folder)
+        (folder / "RANDOM").write_text("random weights written by bench/qlora_peak.py\n")
         del model
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
@@ -231,19 +277,14 @@ def main(argv=None) -> int:
             "total": round(time.perf_counter() - t_start, 1),
         },
     }
-    est = _planner_estimate(args, upcast=args.kbit_prepare)
-    result["planner"] = est
-    if "peak_reserved_gib" in est:
-        result["rel_error_reserved"] = round(est["peak_reserved_gib"] / train_peak_reserved - 1, 4)
-        result["rel_error_allocated"] = round(est["peak_allocated_gib"] / train_peak_allocated - 1, 4)
-        result["rel_error_static"] = round(est["static_gib"] / static_gib - 1, 4)
+    _add_estimate(result)
 
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")
-    if tmp is not None and not args.keep_model:
+    if tmp is not None:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

@@ -6,11 +6,16 @@ checkpointing, paged 8-bit AdamW). Every term is a formula over the model's shap
 constants are empirical, and both say which measurement they come from:
 
 * ``FRAGMENTATION`` — the caching allocator's reserved-but-unallocated memory, as a fraction of
-  the step's transient activation memory. From the H200 runs in NOTES.md (Llama-3.1-8B shape,
-  seq 2048, r=16, GC, paged 8-bit AdamW): batch 1 reserved 11.0 GiB vs allocated 9.5 GiB, and
-  the modelled transient memory is 3.9 GiB at batch 1 / 15.7 GiB at batch 4 (27.0 GiB reserved):
-  0.37 and 0.36 of it. Nothing else was tuned to those runs: the 9.5 GiB allocated figure is
-  reproduced by the formulas alone (9.6 GiB modelled).
+  the step's transient activation memory (checkpoints + the larger transient phase). Two sets of
+  H200 measurements (Llama-3.1-8B shape, seq 2048, r=16, GC, paged 8-bit AdamW):
+  NOTES.md's runs (cache from loading left in place): batch 1 reserved 11.0 vs allocated 9.5 GiB,
+  batch 4 27.0 GiB reserved — 0.37 and 0.36 of the modelled transient memory (3.9 / 15.7 GiB);
+  ``bench/qlora_peak.py`` (``empty_cache`` before training; torch 2.11, transformers 5.17,
+  peft 0.21, bitsandbytes 0.50.2): 8B batch 1 10.22 vs 9.53 GiB (0.17), batch 4 23.88 vs 21.40
+  (0.16), with the fp32 upcast 13.52 vs 12.48 (0.21); gemma-3-270m 9.56 vs 7.50 (0.29), upcast
+  9.06 vs 8.86 (0.02: its few huge, same-sized logits blocks reuse perfectly). 0.25 sits inside
+  that spread. The allocated peaks are reproduced by the formulas alone, within 1% in all six
+  bench runs (e.g. 8B batch 1: 9.58 modelled vs 9.53 measured), nothing was tuned to them.
 * the throughput model's MFU — ~4,340 tokens/s on that shape at batch 1 and ~6,210 at batch 4
   (same notes) are 20% and 28% of the H200's 989 dense bf16 TFLOPS at 6·N FLOPs per token.
 
@@ -52,7 +57,7 @@ from ragtune.errors import InvalidRequestError
 GIB = 1024**3
 
 #: Reserved-minus-allocated memory as a fraction of transient activation memory (see module doc).
-FRAGMENTATION = 0.37
+FRAGMENTATION = 0.25
 #: CUDA context + loaded kernels (torch, bitsandbytes): outside PyTorch's allocator, seen by
 #: nvidia-smi. Typical for CUDA 12/13 on Hopper; not measured in this project.
 CUDA_CONTEXT_GIB = 0.5

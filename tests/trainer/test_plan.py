@@ -75,6 +75,26 @@ def test_8b_matches_h200_measurements():
     assert h200.tokens_per_s == pytest.approx(4340, rel=0.25)
 
 
+# bench/qlora_peak.py on an H200 (torch 2.11+cu130, transformers 5.17, peft 0.21, bitsandbytes
+# 0.50.2; r=16, 3 steps, empty_cache before training): (size, seq, batch, prepare_model_for_kbit_
+# training, max_memory_allocated, max_memory_reserved) in GiB.
+H200_BENCH = [
+    ("8B", 2048, 1, False, 9.531, 10.223),
+    ("8B", 2048, 4, False, 21.40, 23.88),
+    ("8B", 512, 1, False, 6.56, 6.88),
+    ("8B", 2048, 1, True, 12.477, 13.523),
+    ("270M", 2048, 1, False, 7.50, 9.56),
+    ("270M", 2048, 1, True, 8.864, 9.057),
+]
+
+
+@pytest.mark.parametrize(("size", "seq", "batch", "upcast", "allocated", "reserved"), H200_BENCH)
+def test_matches_bench_runs(size, seq, batch, upcast, allocated, reserved):
+    r = plan_for(size, seq_len=seq, batch_size=batch, upcast_fp32=upcast)
+    assert r.peak_allocated_gib == pytest.approx(allocated, rel=0.03)
+    assert r.peak_reserved_gib == pytest.approx(reserved, rel=0.20)
+
+
 # The seed's table (GB): 7-8B 6.6-10, 13B 14-18, 30-32B 30-35, 70B 45-48, "at modest seq/batch".
 # Setting used here: seq 1024, batch 1, r=16, the default recipe; the planner's total_gib (what
 # nvidia-smi would show) converted to GB.
