@@ -1,0 +1,119 @@
+"""The generation contract every engine implements, and the factory that picks one.
+
+Backends take *batches*: vLLM's throughput comes from scheduling many requests together, and
+a batch may mix adapters (and no adapter) freely. Results always come back in request order.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ragtune.errors import NotFoundError
+
+if TYPE_CHECKING:
+    from ragtune.settings import Settings
+
+
+class GenerationRequest(BaseModel):
+    """One completion to produce. ``temperature == 0`` means greedy (deterministic)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(description="The full prompt text; the tokenizer adds <bos>.")
+    max_tokens: int = Field(default=128, ge=1, description="Most new tokens to generate.")
+    temperature: float = Field(default=0.0, ge=0.0, le=5.0, description="0 = greedy.")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (ignored when greedy).")
+    stop: list[str] | None = Field(default=None, description="Stop strings; not included in the text.")
+    adapter: str | None = Field(default=None, description="Name of a loaded LoRA adapter; None = base model.")
+    seed: int | None = Field(default=None, description="Per-request sampling seed (sampling only).")
+
+
+class Generation(BaseModel):
+    """What one request produced, with the token accounting the service reports as usage."""
+
+    text: str
+    token_ids: list[int]
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str = Field(description="'stop' (EOS or a stop string) or 'length'.")
+
+
+class Backend(ABC):
+    """A generation engine holding one base model and any number of named LoRA adapters.
+
+    Implementations are thread-safe: the service calls them from a thread pool, while neither
+    vLLM's offline ``LLM`` nor a transformers model may run two generations at once.
+    """
+
+    name: str
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+
+    @abstractmethod
+    def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
+        """Run all requests as one batch; the i-th result answers the i-th request."""
+
+    @abstractmethod
+    def load_adapter(self, name: str, path: Path) -> None:
+        """Validate and load the adapter at ``path`` under ``name`` (replacing one of that name)."""
+
+    @abstractmethod
+    def unload_adapter(self, name: str) -> None:
+        """Forget the adapter ``name``; NotFoundError if it is not loaded."""
+
+    @abstractmethod
+    def adapter_names(self) -> list[str]:
+        """Names of the loaded adapters, sorted."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the engine (processes, memory). Idempotent."""
+
+    # Shared helpers -------------------------------------------------------------------------
+
+    def _check_adapters_known(self, requests: Iterable[GenerationRequest]) -> None:
+        """Fail the whole batch before any work if one request names an unknown adapter."""
+        known = set(self.adapter_names())
+        for req in requests:
+            if req.adapter is not None and req.adapter not in known:
+                raise NotFoundError(_unknown_adapter_message(req.adapter, known), param="adapter")
+
+    def _require_loaded(self, name: str) -> None:
+        known = set(self.adapter_names())
+        if name not in known:
+            raise NotFoundError(_unknown_adapter_message(name, known), param="adapter")
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _unknown_adapter_message(name: str, known: Iterable[str]) -> str:
+    listed = ", ".join(sorted(known)) or "none loaded"
+    return f"Unknown adapter '{name}'. Known adapters: {listed}."
+
+
+def make_backend(settings: Settings, model_dir: Path) -> Backend:
+    """Start the engine ``settings.backend`` names, on the base model folder ``model_dir``.
+
+    Imports are local so that choosing the transformers backend never imports vLLM (~10 s and
+    a fork-unsafe engine), and the reverse.
+    """
+    if settings.backend == "vllm":
+        from router.backends.vllm_local import VLLMBackend
+
+        return VLLMBackend(settings, model_dir)
+    if settings.backend == "transformers":
+        from router.backends.hf import TransformersBackend
+
+        return TransformersBackend(settings, model_dir)
+    raise ValueError(f"unknown backend {settings.backend!r}")  # unreachable: Settings validates it
