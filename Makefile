@@ -37,3 +37,12 @@ serve: install
 
 clean:
 	rm -rf $(VENV) .ragtune reports
+
+# make train-adapter STYLE=acme-json DATA=data/train/acme-json.jsonl [CONFIG=trainer/recipes/format.yaml]
+train-adapter: install
+	@if [ -z "$(STYLE)" ] || [ -z "$(DATA)" ]; then \
+		echo "usage: make train-adapter STYLE=<adapter name> DATA=<training file> [CONFIG=<recipe.yaml>]"; \
+		echo "  e.g. make train-adapter STYLE=e2e-json DATA=data/train/e2e-json.jsonl CONFIG=trainer/recipes/format.yaml"; \
+		exit 2; \
+	fi
+	$(RAGTUNE) train-adapter --style $(STYLE) --data $(DATA) $(if $(CONFIG),--config $(CONFIG))

@@ -1,0 +1,97 @@
+"""TrainConfig: the seed's defaults, YAML + CLI overrides, errors that name the field."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from ragtune.errors import ConfigError
+from trainer.config import ALL_PROJECTIONS, TrainConfig, load_config, resolve_runtime
+
+
+def test_defaults_are_the_qlora_recipe():
+    c = TrainConfig(style="s", data="d.jsonl")
+    assert (c.quantization, c.double_quant, c.compute_dtype) == ("auto", True, "bfloat16")
+    assert (c.optimizer, c.gradient_checkpointing) == ("paged_adamw_8bit", True)
+    assert (c.lora_r, c.lora_alpha, c.lora_dropout, c.lora_bias) == (16, 16, 0.0, "none")
+    assert c.target_modules == ALL_PROJECTIONS
+    assert (c.seed, c.max_seq_length, c.epochs, c.learning_rate) == (3407, 2048, 2.0, 2e-4)
+    assert c.eval_fraction == 0.1 and c.gpu_hour_usd == 3.5
+    assert all(field.description for field in TrainConfig.model_fields.values())
+
+
+def test_adapter_and_work_dirs_follow_settings(tmp_path):
+    from ragtune.settings import Settings
+
+    settings = Settings(home=tmp_path)
+    c = TrainConfig(style="acme-json", data="d.jsonl")
+    assert c.adapter_dir(settings) == tmp_path / "adapters" / "acme-json"
+    assert c.work_dir(settings) == tmp_path / "adapters" / ".work-acme-json"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("epochs", 0, "epochs must be > 0 (got 0"),
+        ("lora_r", 0, "lora_r must be >= 1 (got 0)"),
+        ("lora_dropout", 1.5, "lora_dropout must be in [0, 1) (got 1.5)"),
+        ("eval_fraction", 0, "eval_fraction must be in (0, 1) (got 0"),
+        ("style", "../evil", "style '../evil' must be"),
+        ("target_modules", [], "target_modules must name at least one layer"),
+        ("quantization", "int3", "quantization"),
+    ],
+)
+def test_validation_errors_name_field_and_value(field, value, needle):
+    with pytest.raises(ValidationError) as info:
+        TrainConfig(**{"style": "s", "data": "d.jsonl", field: value})
+    assert needle in str(info.value)
+    assert info.value.errors()[0]["loc"] == (field,)
+
+
+def test_yaml_recipe_with_cli_overrides(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("lora_r: 32\nepochs: 3\nlearning_rate: 1.0e-4\n")
+    c = load_config(recipe, style="s", data="d.jsonl", epochs=1.0, max_steps=None)
+    assert (c.lora_r, c.epochs, c.learning_rate, c.max_steps) == (32, 1.0, 1e-4, None)
+
+
+def test_yaml_errors_name_file_and_field(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("lora_r: 16\nlearning_rat: 0.1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(recipe, style="s", data="d.jsonl")
+    assert str(recipe) in info.value.message and "learning_rat: unknown field" in info.value.message
+    assert info.value.param == "learning_rat"
+
+    recipe.write_text("epochs: -1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: epochs: epochs must be > 0 \(got -1"):
+        load_config(recipe, style="s", data="d.jsonl")
+
+    recipe.write_text("epochs: [1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:\d+: not valid YAML"):
+        load_config(recipe, style="s", data="d.jsonl")
+
+    with pytest.raises(ConfigError, match="style: required"):
+        load_config(None, data="d.jsonl")
+
+
+def test_shipped_recipes_load():
+    for name in ("format", "voice"):
+        c = load_config(f"trainer/recipes/{name}.yaml", style=name, data="d.jsonl")
+        assert c.target_modules == ALL_PROJECTIONS
+
+
+def test_runtime_on_cpu_uses_bf16_lora_and_records_the_optimizer_fallback():
+    rt = resolve_runtime(TrainConfig(style="s", data="d"), cuda=False)
+    assert (rt.device, rt.quantization, rt.method, rt.optimizer) == ("cpu", "none", "lora-bf16", "adamw_torch")
+    assert rt.eval_during_training
+    assert any("adamw_torch" in n for n in rt.notes)
+    # Forced NF4 on CPU trains without in-loop eval (the 4-bit eval trap).
+    rt4 = resolve_runtime(TrainConfig(style="s", data="d", quantization="nf4"), cuda=False)
+    assert rt4.method == "qlora-nf4" and not rt4.eval_during_training
+
+
+def test_runtime_on_cuda_is_qlora_with_paged_adamw():
+    rt = resolve_runtime(TrainConfig(style="s", data="d"), cuda=True)
+    assert (rt.device, rt.quantization, rt.optimizer, rt.bf16_autocast) == ("cuda", "nf4", "paged_adamw_8bit", True)
+    assert rt.eval_during_training

@@ -1,0 +1,280 @@
+"""What the user asks for when training an adapter (one YAML recipe, CLI flags override it).
+
+Defaults are the QLoRA recipe of DESIGN.md: NF4 + double quant + bf16 compute, paged 8-bit
+AdamW, gradient checkpointing, LoRA r=16/alpha=16/dropout 0 on all seven linear projections.
+Device-dependent choices (``quantization: auto``, the optimizer on CPU) are resolved at run time
+by :func:`resolve_runtime` and recorded in the card, so the config stays what the user wrote.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ragtune.errors import ConfigError
+from ragtune.settings import Settings
+
+ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
+STYLE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Optimizers that need bitsandbytes' CUDA kernels; on CPU they fall back to adamw_torch.
+CUDA_ONLY_OPTIMIZERS = {"paged_adamw_8bit", "paged_adamw_32bit", "adamw_8bit", "adamw_bnb_8bit", "paged_lion_8bit"}
+
+
+class TrainConfig(BaseModel):
+    """One adapter training run. Every field is also a YAML key; CLI flags override YAML."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    style: str = Field(description="Adapter name; the adapter is published as ADAPTERS_DIR/STYLE.")
+    data: Path = Field(description="Training file: chat JSONL (messages), prompt/completion JSONL or Alpaca.")
+
+    # --- Quantization and precision
+    quantization: Literal["auto", "nf4", "none"] = Field(
+        default="auto",
+        description="'auto': NF4 4-bit on CUDA, bf16 LoRA on CPU (on CPU, evaluating a 4-bit model before or "
+        "while training silently breaks LoRA gradients, and eval loss runs during training). 'nf4' forces "
+        "QLoRA, 'none' forces a bf16 base.",
+    )
+    double_quant: bool = Field(default=True, description="Quantize the NF4 scales too (saves ~0.4 bit/param).")
+    compute_dtype: Literal["bfloat16", "float16", "float32"] = Field(
+        default="bfloat16", description="Dtype of the base weights (and of NF4 compute)."
+    )
+    optimizer: str = Field(
+        default="paged_adamw_8bit",
+        description="transformers `optim` name. 8-bit/paged optimizers need CUDA: on CPU adamw_torch is used "
+        "and the fallback is recorded in the card.",
+    )
+    gradient_checkpointing: bool = Field(
+        default=True, description="Recompute activations in backward: less memory, ~30% slower."
+    )
+
+    # --- LoRA
+    lora_r: int = Field(default=16, description="LoRA rank. Raise to 32/64 when the loss plateaus high.")
+    lora_alpha: int = Field(default=16, description="LoRA scaling numerator (scale = alpha / r).")
+    lora_dropout: float = Field(default=0.0, description="Dropout on the LoRA input; 0 is the fast, usual choice.")
+    lora_bias: Literal["none", "all", "lora_only"] = Field(default="none", description="Which biases to train.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: list(ALL_PROJECTIONS),
+        description="Linear layers that get LoRA. All seven (attention + MLP) learn formats and voices best.",
+    )
+
+    # --- Schedule
+    seed: int = Field(default=3407, description="Seed for the split, LoRA init and data order.")
+    max_seq_length: int = Field(default=2048, description="Tokens per example (prompt + completion); longer is cut.")
+    epochs: float = Field(default=2.0, description="Passes over the training split; 1-3 is the useful range.")
+    max_steps: int | None = Field(default=None, description="Stop after this many optimizer steps (overrides epochs).")
+    learning_rate: float = Field(default=2e-4, description="Peak learning rate.")
+    lr_scheduler: str = Field(default="linear", description="transformers scheduler name (linear, cosine, constant).")
+    warmup_ratio: float = Field(default=0.03, description="Share of the steps spent warming up the learning rate.")
+    per_device_batch_size: int = Field(default=2, description="Examples per device per forward pass.")
+    gradient_accumulation_steps: int = Field(default=4, description="Forward passes per optimizer step.")
+    max_grad_norm: float = Field(default=1.0, description="Gradient clipping norm (0 disables).")
+
+    # --- Held-out split, logging, checkpoints
+    eval_fraction: float = Field(
+        default=0.1, description="Share of examples held out for eval loss and the task metric (at least 1)."
+    )
+    eval_steps: int = Field(default=50, description="Evaluate (and checkpoint) every N optimizer steps.")
+    logging_steps: int = Field(default=10, description="Log the training loss every N optimizer steps.")
+    save_total_limit: int = Field(default=2, description="Checkpoints kept in the work dir (the best is always kept).")
+    early_stopping_patience: int | None = Field(
+        default=3, description="Stop after N evals without eval-loss improvement; the best checkpoint is restored."
+    )
+
+    # --- After training
+    task_eval_limit: int = Field(default=50, description="Held-out rows generated for the task metric (0 skips it).")
+    task_max_new_tokens: int = Field(default=256, description="Generation cap for the task metric.")
+
+    # --- Cost and output
+    gpu_hour_usd: float = Field(default=3.5, description="Price of one GPU hour (default: an H200 on demand).")
+    cpu_hour_usd: float = Field(default=0.0, description="Price of one machine hour when training on CPU.")
+    output_dir: Path | None = Field(
+        default=None, description="Publish the adapter here instead of ADAPTERS_DIR/STYLE."
+    )
+    resume: bool = Field(default=False, description="Continue from the last checkpoint of an interrupted run.")
+
+    @field_validator("style")
+    @classmethod
+    def _style_is_a_name(cls, v: str) -> str:
+        if not STYLE_PATTERN.match(v):
+            raise ValueError(
+                f"style {v!r} must be 1-64 letters, digits, '.', '_' or '-' and start with a letter or digit"
+            )
+        return v
+
+    @field_validator("lora_r", "lora_alpha", "per_device_batch_size", "gradient_accumulation_steps",
+                     "eval_steps", "logging_steps", "max_seq_length", "save_total_limit", "task_max_new_tokens")
+    @classmethod
+    def _positive_int(cls, v: int, info) -> int:
+        if v < 1:
+            raise ValueError(f"{info.field_name} must be >= 1 (got {v})")
+        return v
+
+    @field_validator("epochs", "learning_rate")
+    @classmethod
+    def _positive(cls, v: float, info) -> float:
+        if not v > 0:
+            raise ValueError(f"{info.field_name} must be > 0 (got {v})")
+        return v
+
+    @field_validator("max_steps", "early_stopping_patience")
+    @classmethod
+    def _positive_or_none(cls, v: int | None, info) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError(f"{info.field_name} must be >= 1 or unset (got {v})")
+        return v
+
+    @field_validator("lora_dropout", "warmup_ratio")
+    @classmethod
+    def _fraction(cls, v: float, info) -> float:
+        if not 0 <= v < 1:
+            raise ValueError(f"{info.field_name} must be in [0, 1) (got {v})")
+        return v
+
+    @field_validator("eval_fraction")
+    @classmethod
+    def _eval_fraction(cls, v: float) -> float:
+        if not 0 < v < 1:
+            raise ValueError(f"eval_fraction must be in (0, 1) (got {v}); at least one example is always held out")
+        return v
+
+    @field_validator("task_eval_limit", "max_grad_norm", "gpu_hour_usd", "cpu_hour_usd")
+    @classmethod
+    def _non_negative(cls, v: float, info) -> float:
+        if v < 0:
+            raise ValueError(f"{info.field_name} must be >= 0 (got {v})")
+        return v
+
+    @field_validator("target_modules")
+    @classmethod
+    def _targets(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("target_modules must name at least one layer (got [])")
+        if len(set(v)) != len(v):
+            raise ValueError(f"target_modules has duplicates: {v}")
+        return v
+
+    def adapter_dir(self, settings: Settings) -> Path:
+        """The final, published folder of this adapter."""
+        return self.output_dir if self.output_dir is not None else settings.resolved_adapters_dir / self.style
+
+    def work_dir(self, settings: Settings) -> Path:
+        """Stable per-style folder for checkpoints, so ``resume`` can find them after a crash."""
+        final = self.adapter_dir(settings)
+        return final.parent / f".work-{final.name}"
+
+
+def load_config(path: Path | None = None, **overrides: Any) -> TrainConfig:
+    """Build a TrainConfig from an optional YAML recipe plus overrides (None means 'not given').
+
+    Errors are ConfigError naming the file and the field, e.g. ``format.yaml: epochs: must be > 0``.
+    """
+    values: dict[str, Any] = {}
+    source = "command line"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        values = _read_yaml(path)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return TrainConfig(**values)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc)}", param=_first_field(exc)) from exc
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"Training config {path} does not exist", param="config")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})", param="config") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config fields, got {type(data).__name__}", param="config")
+    return data
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "config"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown field (valid fields: {', '.join(TrainConfig.model_fields)})"
+        elif err["type"] == "missing":
+            msg = "required"
+        elif "input" in err and field not in msg:
+            msg = f"{msg} (got {err['input']!r})"
+        parts.append(f"{field}: {msg}")
+    return "; ".join(parts)
+
+
+def _first_field(exc: ValidationError) -> str | None:
+    errors = exc.errors()
+    return ".".join(str(p) for p in errors[0]["loc"]) if errors else None
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Device-dependent choices, resolved once per run and recorded in the card."""
+
+    device: Literal["cpu", "cuda"]
+    gpu_name: str | None
+    gpu_count: int
+    quantization: Literal["nf4", "none"]
+    optimizer: str
+    bf16_autocast: bool
+    eval_during_training: bool
+    notes: tuple[str, ...]
+
+    @property
+    def method(self) -> Literal["qlora-nf4", "lora-bf16"]:
+        return "qlora-nf4" if self.quantization == "nf4" else "lora-bf16"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "quantization": self.quantization,
+            "optimizer": self.optimizer,
+            "bf16_autocast": self.bf16_autocast,
+            "eval_during_training": self.eval_during_training,
+            "notes": list(self.notes),
+        }
+
+
+def resolve_runtime(config: TrainConfig, *, cuda: bool | None = None) -> Runtime:
+    """Turn 'auto' and CUDA-only choices into what will actually run on this machine."""
+    import torch
+
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    notes: list[str] = []
+    if config.quantization == "auto":
+        quantization = "nf4" if cuda else "none"
+        if not cuda:
+            notes.append("quantization auto -> none: bf16 LoRA on CPU (4-bit evaluation breaks LoRA gradients here)")
+    else:
+        quantization = config.quantization
+    optimizer = config.optimizer
+    if not cuda and optimizer in CUDA_ONLY_OPTIMIZERS:
+        optimizer = "adamw_torch"
+        notes.append(f"optimizer {config.optimizer} needs CUDA -> adamw_torch on CPU")
+    # The NOTES trap: on CPU, running the 4-bit model in eval mode during training silently
+    # shrinks LoRA gradients ~500x. A CPU NF4 run therefore trains without in-loop eval.
+    eval_during_training = not (quantization == "nf4" and not cuda)
+    if not eval_during_training:
+        notes.append("nf4 on CPU: no eval loss during training (it would break LoRA gradients); no early stopping")
+    has_gpu = cuda and torch.cuda.is_available()  # cuda=True without a GPU: planning, tests
+    gpu_name = torch.cuda.get_device_name(0) if has_gpu else None
+    gpu_count = torch.cuda.device_count() if has_gpu else 0
+    # bf16 autocast on CPU is slower than running the bf16 base with fp32 LoRA weights as it is.
+    bf16_autocast = cuda and config.compute_dtype == "bfloat16"
+    return Runtime("cuda" if cuda else "cpu", gpu_name, gpu_count, quantization, optimizer, bf16_autocast,
+                   eval_during_training, tuple(notes))

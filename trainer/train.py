@@ -1,0 +1,400 @@
+"""Train one LoRA/QLoRA adapter with trl's SFTTrainer and publish it atomically.
+
+Layout under the adapters dir (``A``) for style ``S``::
+
+    A/.work-S/           checkpoints + run.json; survives a crash so ``resume`` can continue
+    A/.tmp-S-XXXX/       the finished adapter being assembled (weights, tokenizer, card, report)
+    A/S/                 the published adapter: appears only by rename, complete or not at all
+
+An interrupted run (exception, Ctrl-C) removes its ``.tmp`` folder and never touches ``A/S``;
+its checkpoints stay in ``.work-S`` until a successful run publishes and removes them.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from ragtune.card import AdapterCard, CardWarning, Compute, DataInfo, HistoryPoint, Metrics
+from ragtune.errors import InvalidRequestError
+from ragtune.models import base_model_hash, prepare_base_model
+from ragtune.settings import Settings
+from trainer.config import Runtime, TrainConfig, resolve_runtime
+from trainer.data import PreparedData, TrainingFile, load_training_file, prepare, supervised_fraction
+from trainer.guardrails import GuardrailCallback, early_stopping_callbacks, static_checks
+from trainer.report import REPORT_FILE, write_report
+from trainer.task_metric import json_task_metric
+
+RUN_FILE = "run.json"  # in the work dir: what the checkpoints there belong to
+LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "datasets")
+
+
+@dataclass
+class TrainResult:
+    adapter_dir: Path
+    card: AdapterCard
+    report_path: Path
+
+    @property
+    def warnings(self) -> list[CardWarning]:
+        return self.card.warnings
+
+
+def train_adapter(
+    config: TrainConfig,
+    settings: Settings,
+    *,
+    callbacks: list | None = None,
+    progress: bool = True,
+    console: Console | None = None,
+) -> TrainResult:
+    """Train ``config.style`` on ``config.data`` and publish it under the adapters dir.
+
+    ``callbacks`` are extra transformers TrainerCallbacks (logging, tests). Raises
+    InvalidRequestError for bad data before any model is loaded.
+    """
+    started = time.perf_counter()
+    console = console or Console(stderr=True, quiet=not progress)
+    runtime = resolve_runtime(config)
+    for note in runtime.notes:
+        console.print(f"[dim]note:[/dim] {note}")
+
+    # Data first: a bad file must fail in a second, not after a minute of model loading.
+    data = load_training_file(config.data)
+    base_dir = prepare_base_model(settings, progress=progress)
+    tokenizer = _load_tokenizer(base_dir)
+    prepared = prepare(data, tokenizer, max_seq_length=config.max_seq_length,
+                       eval_fraction=config.eval_fraction, seed=config.seed)
+    warnings = static_checks(config, len(prepared.train_rows))
+    if prepared.rejected:
+        warnings.append(CardWarning(code="rows-rejected", message=f"{len(prepared.rejected)} row(s) left out: "
+                                    + "; ".join(prepared.rejected[:5]) + (" ..." if len(prepared.rejected) > 5 else "")))
+    for w in warnings:
+        _print_warning(console, w)
+
+    final_dir = config.adapter_dir(settings)
+    work_dir = config.work_dir(settings)
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    resume_from, spent_before = _prepare_work_dir(work_dir, config, data, warnings)
+
+    guard = GuardrailCallback(lambda w: _print_warning(console, w), lora_r=config.lora_r)
+    staging: Path | None = None
+    try:
+        trainer = _build_trainer(config, runtime, base_dir, tokenizer, prepared, work_dir,
+                                 [guard, *early_stopping_callbacks(config, runtime.eval_during_training),
+                                  *(callbacks or [])], progress)
+        supervised = supervised_fraction(trainer.train_dataset)
+        trainer.train(resume_from_checkpoint=resume_from)
+        if runtime.eval_during_training and not any("eval_loss" in e for e in trainer.state.log_history):
+            trainer.evaluate()  # too few steps for eval_steps: still report one held-out loss
+        staging = Path(tempfile.mkdtemp(prefix=f".tmp-{final_dir.name}-", dir=final_dir.parent))
+        trainer.model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        state = trainer.state
+        world_size = trainer.args.world_size
+        del trainer
+        gc.collect()
+        _empty_cuda_cache()
+
+        task = json_task_metric(base_dir, staging, prepared.eval_rows, limit=config.task_eval_limit,
+                                max_new_tokens=config.task_max_new_tokens, device=runtime.device,
+                                dtype=config.compute_dtype)
+        wall = spent_before + time.perf_counter() - started
+        card = AdapterCard(
+            name=final_dir.name,
+            base_model=settings.base_model,
+            base_model_path=str(base_dir),
+            base_model_hash=base_model_hash(settings),
+            method=runtime.method,
+            data=DataInfo(path=str(config.data), sha256=data.sha256, format=data.format,
+                          rows_total=data.rows_total, rows_train=len(prepared.train_rows),
+                          rows_eval=len(prepared.eval_rows), rows_rejected=len(prepared.rejected)),
+            config=config.model_dump(mode="json"),
+            effective=runtime.as_dict(),
+            metrics=_metrics(state, guard, supervised, task),
+            warnings=[*warnings, *guard.warnings],
+            history=_history(state.log_history),
+            compute=_compute(runtime, config, wall, world_size),
+            libraries=_library_versions(),
+        )
+        card.write(staging)
+        write_report(card, staging / REPORT_FILE)
+        publish(staging, final_dir)
+    except BaseException:
+        # Interrupted or failed: nothing under the final name; checkpoints stay for --resume.
+        if staging is not None and staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+        _record_spent(work_dir, spent_before + time.perf_counter() - started)
+        raise
+    shutil.rmtree(work_dir, ignore_errors=True)
+    result = TrainResult(final_dir, card, final_dir / REPORT_FILE)
+    print_summary(console, result)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks
+
+
+def _load_tokenizer(base_dir: Path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    if tokenizer.pad_token is None:  # trl would pick EOS; say so here, where it is visible
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_training_model(base_dir: Path, runtime: Runtime, config: TrainConfig):
+    """The base model as training needs it: NF4 (+ k-bit preparation) or plain bf16."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = getattr(torch, config.compute_dtype)
+    if runtime.quantization == "nf4":
+        from peft import prepare_model_for_kbit_training
+        from transformers import BitsAndBytesConfig
+
+        bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                 bnb_4bit_use_double_quant=config.double_quant, bnb_4bit_compute_dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(
+            base_dir, quantization_config=bnb, dtype=dtype,
+            device_map={"": 0} if runtime.device == "cuda" else None,
+        )
+        # Casts norms to fp32, enables input grads and (optionally) gradient checkpointing.
+        return prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=config.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
+    return model.to(runtime.device)
+
+
+def lora_config(config: TrainConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      bias=config.lora_bias, target_modules=list(config.target_modules), task_type="CAUSAL_LM")
+
+
+def sft_config(config: TrainConfig, runtime: Runtime, work_dir: Path, progress: bool):
+    from trl import SFTConfig
+
+    evaluate = runtime.eval_during_training
+    return SFTConfig(
+        output_dir=str(work_dir),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        per_device_train_batch_size=config.per_device_batch_size,
+        per_device_eval_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio if config.warmup_ratio else 0,  # a float < 1 is a ratio
+        max_grad_norm=config.max_grad_norm,
+        optim=runtime.optimizer,
+        seed=config.seed,
+        data_seed=config.seed,
+        gradient_checkpointing=config.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        bf16=runtime.bf16_autocast,
+        use_cpu=runtime.device == "cpu",
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        eval_strategy="steps" if evaluate else "no",
+        eval_steps=config.eval_steps,
+        # Checkpoints at every eval: needed for best-checkpoint restore, and what --resume continues from.
+        save_strategy="steps",
+        save_steps=config.eval_steps,
+        save_total_limit=config.save_total_limit,
+        load_best_model_at_end=evaluate,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        max_length=config.max_seq_length,
+        completion_only_loss=True,  # loss on completion tokens only; the prompt is context
+        packing=False,
+        report_to=[],
+        disable_tqdm=not progress,
+    )
+
+
+def _build_trainer(config, runtime, base_dir, tokenizer, prepared: PreparedData, work_dir, callbacks, progress):
+    from trl import SFTTrainer
+
+    model = load_training_model(base_dir, runtime, config)
+    train_ds, eval_ds = prepared.datasets()
+    return SFTTrainer(
+        model=model,
+        args=sft_config(config, runtime, work_dir, progress),
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        peft_config=lora_config(config),
+        callbacks=callbacks,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Work dir, resume and publishing
+
+
+def _prepare_work_dir(work_dir: Path, config: TrainConfig, data: TrainingFile, warnings: list[CardWarning]):
+    """Return (checkpoint to resume from or None, seconds spent by earlier attempts)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    run_config = config.model_dump(mode="json", exclude={"resume"})
+    if config.resume:
+        checkpoint = get_last_checkpoint(str(work_dir)) if work_dir.is_dir() else None
+        if checkpoint is None:
+            raise InvalidRequestError(
+                f"Nothing to resume for '{config.style}': no checkpoint in {work_dir}. Run without --resume.",
+                param="resume",
+            )
+        run = json.loads((work_dir / RUN_FILE).read_text()) if (work_dir / RUN_FILE).is_file() else {}
+        if run.get("data_sha256") not in (None, data.sha256):
+            raise InvalidRequestError(
+                f"{config.data} changed since the interrupted run (sha256 {run['data_sha256'][:12]}... -> "
+                f"{data.sha256[:12]}...); resuming would mix two data sets. Run without --resume.",
+                param="resume",
+            )
+        changed = sorted(k for k, v in run.get("config", {}).items() if run_config.get(k) != v)
+        if changed:
+            warnings.append(CardWarning(code="resume-config-changed",
+                                        message=f"resumed with changed settings: {', '.join(changed)}"))
+        return checkpoint, float(run.get("spent_seconds", 0.0))
+    if work_dir.exists():  # a fresh run: earlier checkpoints are not ours to continue
+        shutil.rmtree(work_dir)
+    work_dir.mkdir(parents=True)
+    (work_dir / RUN_FILE).write_text(json.dumps(
+        {"style": config.style, "data_sha256": data.sha256, "config": run_config, "spent_seconds": 0.0}, indent=2))
+    return None, 0.0
+
+
+def _record_spent(work_dir: Path, seconds: float) -> None:
+    path = work_dir / RUN_FILE
+    if path.is_file():
+        run = json.loads(path.read_text())
+        run["spent_seconds"] = seconds
+        path.write_text(json.dumps(run, indent=2))
+
+
+def publish(staging: Path, final: Path) -> None:
+    """Move a finished adapter folder to its final name by rename (same filesystem).
+
+    An existing adapter of that name is renamed aside first, the new one renamed in, and the
+    old one deleted; if the second rename fails the old one is put back.
+    """
+    if not final.exists():
+        staging.rename(final)
+        return
+    old = final.with_name(f".old-{final.name}-{uuid.uuid4().hex[:8]}")
+    final.rename(old)
+    try:
+        staging.rename(final)
+    except BaseException:
+        old.rename(final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Card parts
+
+
+def _history(log_history: list[dict]) -> list[HistoryPoint]:
+    points: dict[int, HistoryPoint] = {}
+    for entry in log_history:
+        step = int(entry.get("step", 0))
+        if "loss" in entry:
+            points.setdefault(step, HistoryPoint(step=step)).train_loss = float(entry["loss"])
+        if "eval_loss" in entry:
+            points.setdefault(step, HistoryPoint(step=step)).eval_loss = float(entry["eval_loss"])
+    return [points[s] for s in sorted(points)]
+
+
+def _metrics(state, guard: GuardrailCallback, supervised: float, task) -> Metrics:
+    history = _history(state.log_history)
+    train = [p.train_loss for p in history if p.train_loss is not None]
+    evals = [(p.step, p.eval_loss) for p in history if p.eval_loss is not None]
+    best = min(evals, key=lambda e: e[1]) if evals else None
+    return Metrics(
+        steps=state.global_step,
+        epochs=float(state.epoch or 0.0),
+        final_train_loss=train[-1] if train else None,
+        best_train_loss=min(train) if train else None,
+        final_eval_loss=evals[-1][1] if evals else None,
+        best_eval_loss=best[1] if best else None,
+        best_step=best[0] if best else None,
+        lora_grad_norm_first_step=guard.first_grad_norm,
+        supervised_token_fraction=supervised,
+        task=task,
+    )
+
+
+def _compute(runtime: Runtime, config: TrainConfig, wall: float, world_size: int) -> Compute:
+    hours = wall / 3600
+    if runtime.device == "cuda":
+        gpus = max(1, world_size)
+        return Compute(device="cuda", gpu_name=runtime.gpu_name, gpu_count=gpus, wall_seconds=wall,
+                       gpu_hours=hours * gpus, cpu_hours=0.0, hour_usd=config.gpu_hour_usd,
+                       cost_usd=hours * gpus * config.gpu_hour_usd)
+    return Compute(device="cpu", wall_seconds=wall, gpu_hours=0.0, cpu_hours=hours,
+                   hour_usd=config.cpu_hour_usd, cost_usd=hours * config.cpu_hour_usd)
+
+
+def _library_versions() -> dict[str, str]:
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _empty_cuda_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# ---------------------------------------------------------------------------------------------
+# Console output
+
+
+def _print_warning(console: Console, warning: CardWarning) -> None:
+    step = f" (step {warning.step})" if warning.step is not None else ""
+    console.print(f"[yellow]warning[/yellow] [bold]{warning.code}[/bold]{step}: {warning.message}")
+
+
+def print_summary(console: Console, result: TrainResult) -> None:
+    card, m = result.card, result.card.metrics
+    table = Table(title=f"adapter {card.name} ({card.method})", show_header=False)
+    table.add_row("published", str(result.adapter_dir))
+    table.add_row("report", str(result.report_path))
+    table.add_row("data", f"{card.data.rows_train} train / {card.data.rows_eval} held out / "
+                          f"{card.data.rows_rejected} rejected ({card.data.format})")
+    table.add_row("steps", f"{m.steps} ({m.epochs:.2f} epochs)")
+    if m.final_train_loss is not None:
+        table.add_row("train loss", f"{m.final_train_loss:.4f} (best {m.best_train_loss:.4f})")
+    if m.best_eval_loss is not None:
+        table.add_row("eval loss", f"{m.final_eval_loss:.4f} (best {m.best_eval_loss:.4f} at step {m.best_step})")
+    if m.task is not None:
+        table.add_row("JSON valid / exact", f"{m.task.json_valid_rate:.0%} / {m.task.exact_match_rate:.0%} "
+                                            f"on {m.task.rows} held-out rows")
+    c = card.compute
+    hours = f"{c.gpu_hours:.3f} GPU-h" if c.device == "cuda" else f"{c.cpu_hours:.3f} CPU machine-h"
+    table.add_row("time / cost", f"{c.wall_seconds:.0f} s · {hours} · ${c.cost_usd:.2f}")
+    table.add_row("warnings", ", ".join(w.code for w in card.warnings) or "none")
+    console.print(table)
