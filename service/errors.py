@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from ragtune.errors import RagtuneError
@@ -15,7 +16,7 @@ from service.protocol import error_json
 log = logging.getLogger(__name__)
 
 
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+def _validation_message(exc: RequestValidationError | ValidationError) -> tuple[str, str | None]:
     first = exc.errors()[0]
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     param = ".".join(loc) or None
@@ -32,6 +33,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):
+        message, param = _validation_message(exc)
+        return JSONResponse(error_json(message, "invalid_request_error", param), status_code=400)
+
+    @app.exception_handler(ValidationError)
+    async def _model_validation(_: Request, exc: ValidationError):
+        # A request body that parses but maps onto an invalid router query (e.g. the last
+        # message is not the user's) is still the caller's mistake.
         message, param = _validation_message(exc)
         return JSONResponse(error_json(message, "invalid_request_error", param), status_code=400)
 
