@@ -20,11 +20,15 @@ def _mount() -> None:
     from retriever.cli import register as register_retriever
     from router.cli import register as register_router
     from service.cli import register as register_service
+    from trainer.cli import register as register_trainer
+    from trainer.plan_cli import register as register_plan
 
     app.add_typer(models_app, name="models", help="Provision the base model.")
     register_retriever(app)
     register_router(app)
     register_service(app)
+    register_trainer(app)
+    register_plan(app)
 
 
 def main() -> None:

@@ -30,7 +30,8 @@ def live_router(service_settings, vllm_backend, lora_adapter_dir):
     from router.factory import build_router
 
     vllm_backend.load_adapter("tester", lora_adapter_dir)
-    return build_router(service_settings, backend=vllm_backend, store=FactStore(service_settings))
+    yield build_router(service_settings, backend=vllm_backend, store=FactStore(service_settings))
+    vllm_backend.unload_adapter("tester")  # the engine is shared with other test folders
 
 
 @pytest.fixture(scope="module")
