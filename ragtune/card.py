@@ -80,6 +80,9 @@ class Metrics(BaseModel):
     supervised_token_fraction: float | None = Field(
         default=None, description="Share of training tokens that carry loss (completion tokens only)."
     )
+    train_seconds: float | None = Field(
+        default=None, description="Time inside the training loop (this attempt), incl. in-loop evals and checkpoints."
+    )
     task: TaskMetrics | None = Field(default=None, description="Task metric on the held-out split, when defined.")
 
 

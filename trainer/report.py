@@ -122,6 +122,7 @@ def _metric_rows(card: AdapterCard) -> list[tuple[str, str]]:
         ("best step (kept)", "—" if m.best_step is None else str(m.best_step)),
         ("LoRA grad norm, first step", fmt(m.lora_grad_norm_first_step, ".3g")),
         ("supervised token share", fmt(m.supervised_token_fraction, ".1%")),
+        ("training loop time", "—" if m.train_seconds is None else f"{m.train_seconds:.1f} s"),
     ]
     if m.task:
         rows += [

@@ -337,6 +337,8 @@ def _metrics(state, guard: GuardrailCallback, supervised: float, task) -> Metric
         best_step=best[0] if best else None,
         lora_grad_norm_first_step=guard.first_grad_norm,
         supervised_token_fraction=supervised,
+        train_seconds=next((float(e["train_runtime"]) for e in reversed(state.log_history) if "train_runtime" in e),
+                           None),
         task=task,
     )
 
