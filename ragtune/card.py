@@ -104,6 +104,9 @@ class Compute(BaseModel):
     cpu_hours: float
     hour_usd: float = Field(description="Price of one GPU hour (CUDA) or one machine hour (CPU) used for cost_usd.")
     cost_usd: float
+    peak_gpu_memory_gib: float | None = Field(
+        default=None, description="Peak memory PyTorch reserved on the GPU during the run (CUDA only)."
+    )
 
 
 class HistoryPoint(BaseModel):

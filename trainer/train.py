@@ -347,9 +347,12 @@ def _compute(runtime: Runtime, config: TrainConfig, wall: float, world_size: int
     hours = wall / 3600
     if runtime.device == "cuda":
         gpus = max(1, world_size)
+        import torch
+
         return Compute(device="cuda", gpu_name=runtime.gpu_name, gpu_count=gpus, wall_seconds=wall,
                        gpu_hours=hours * gpus, cpu_hours=0.0, hour_usd=config.gpu_hour_usd,
-                       cost_usd=hours * gpus * config.gpu_hour_usd)
+                       cost_usd=hours * gpus * config.gpu_hour_usd,
+                       peak_gpu_memory_gib=torch.cuda.max_memory_reserved() / 2**30)
     return Compute(device="cpu", wall_seconds=wall, gpu_hours=0.0, cpu_hours=hours,
                    hour_usd=config.cpu_hour_usd, cost_usd=hours * config.cpu_hour_usd)
 

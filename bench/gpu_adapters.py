@@ -1,0 +1,86 @@
+"""Train the shipped adapters with true QLoRA on a CUDA GPU and record what it cost.
+
+Run on the GPU machine from the repo root, with the base model's GGUF assembled at --gguf
+(the GPU image has no gemma package) and trl/bitsandbytes/datasets importable:
+
+    python bench/gpu_adapters.py --gguf /tmp/gpu/gemma.gguf --home /tmp/rt --out $OUT
+
+For each recipe it trains with the normal trainer (NF4 + double quant, bf16 compute, paged
+8-bit AdamW, gradient checkpointing, r=16 on all seven projections), then writes
+``<style>.tar`` (adapter without tokenizer files, card.json, report.html) and
+``gpu_adapters.json`` (wall time, peak memory, cost, metrics) into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+RECIPES = {
+    "e2e-json": ("data/train/e2e-json.jsonl", "trainer/recipes/format.yaml"),
+    "bible-asv": ("data/train/bible-asv.jsonl", "trainer/recipes/voice.yaml"),
+}
+SHIPPED_FILES = ("adapter_config.json", "adapter_model.safetensors", "card.json", "report.html")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--gguf", type=Path, required=True, help="Assembled gemma-3-270m Q4_K_M GGUF.")
+    ap.add_argument("--home", type=Path, default=Path("/tmp/rt"))
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--styles", nargs="*", default=list(RECIPES))
+    args = ap.parse_args()
+
+    import torch
+
+    if not torch.cuda.is_available():
+        print("no CUDA device: this benchmark measures GPU QLoRA training; skipped")
+        return 0
+
+    from ragtune.models import _convert_gguf
+    from ragtune.settings import Settings
+    from trainer.config import load_config
+    from trainer.train import train_adapter
+
+    model_dir = args.home / "base-model"
+    if not (model_dir / "config.json").is_file():
+        t = time.perf_counter()
+        model_dir.mkdir(parents=True, exist_ok=True)
+        _convert_gguf(args.gguf, model_dir)
+        print(f"converted GGUF in {time.perf_counter() - t:.1f}s", flush=True)
+    settings = Settings(home=args.home, base_model=str(model_dir))
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "runs": {}}
+    for style in args.styles:
+        data, recipe = RECIPES[style]
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        config = load_config(Path(recipe), style=style, data=Path(data))
+        started = time.perf_counter()
+        result = train_adapter(config, settings, progress=False)
+        card = result.card
+        results["runs"][style] = {
+            "wall_seconds": round(time.perf_counter() - started, 1),
+            "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2),
+            "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+            "method": card.method,
+            "compute": card.compute.model_dump(mode="json"),
+            "metrics": card.metrics.model_dump(mode="json"),
+            "warnings": [w.model_dump(mode="json") for w in card.warnings],
+            "rows": card.data.model_dump(mode="json"),
+        }
+        with tarfile.open(args.out / f"{style}.tar", "w") as tar:
+            for name in SHIPPED_FILES:
+                tar.add(result.adapter_dir / name, arcname=f"{style}/{name}")
+        print(json.dumps(results["runs"][style], indent=1), flush=True)
+    (args.out / "gpu_adapters.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
