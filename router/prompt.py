@@ -1,7 +1,8 @@
 """Prompt assembly: the conversation plus retrieved passages with numbered citations.
 
-Base models (like the default gemma-3-270m) have no chat template, so a plain
-"Question:/Answer:" layout is used; a model whose tokenizer ships a chat template gets it.
+Base models (like the default gemma-3-270m) have no chat template: base requests get a plain
+"Question:/Answer:" layout, adapter requests the instruction layout the trainer used. A model
+whose tokenizer ships a chat template gets it for both.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from ragtune.templates import INSTRUCTION_STOPS, render_messages
 from router.schemas import ChatMessage
 
 RAG_INSTRUCTION = (
@@ -43,7 +45,9 @@ def build_plain_prompt(messages: Sequence[ChatMessage], passages: Sequence = ())
 
 
 class PromptBuilder:
-    """Chooses the chat template or the plain layout once, from the model folder."""
+    """Renders prompts for one base model: its chat template if it has one; otherwise the
+    plain Question/Answer layout for the base model and, for adapters, the instruction layout
+    they were trained on (ragtune.templates, shared with the trainer)."""
 
     def __init__(self, model_dir: Path):
         self._tokenizer = None
@@ -56,18 +60,19 @@ class PromptBuilder:
     def uses_chat_template(self) -> bool:
         return self._tokenizer is not None
 
-    @property
-    def default_stops(self) -> list[str]:
-        return [] if self.uses_chat_template else list(PLAIN_STOPS)
+    def stops(self, *, adapter: bool) -> list[str]:
+        if self.uses_chat_template:
+            return []
+        return list(INSTRUCTION_STOPS if adapter else PLAIN_STOPS)
 
-    def build(self, messages: Sequence[ChatMessage], passages: Sequence = ()) -> str:
-        if self._tokenizer is None:
+    def build(self, messages: Sequence[ChatMessage], passages: Sequence = (), *, adapter: bool = False) -> str:
+        if not self.uses_chat_template and not adapter:
             return build_plain_prompt(messages, passages)
         system = _system_text(messages, passages)
         chat = ([{"role": "system", "content": system}] if system else []) + [
             {"role": m.role, "content": m.content} for m in messages if m.role != "system"
         ]
-        return self._tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        return render_messages(chat, self._tokenizer)
 
 
 def _has_chat_template(model_dir: Path) -> bool:

@@ -62,11 +62,11 @@ class Router:
         passages = [self._retrieve(q) if r.retrieval else [] for q, r in zip(queries, routes)]
         requests = [
             GenerationRequest(
-                prompt=self.prompts.build(q.messages, ps),
+                prompt=self.prompts.build(q.messages, ps, adapter=r.adapter is not None),
                 max_tokens=q.max_tokens or self.settings.max_tokens,
                 temperature=q.temperature,
                 top_p=q.top_p,
-                stop=(q.stop or []) + self.prompts.default_stops,
+                stop=(q.stop or []) + self.prompts.stops(adapter=r.adapter is not None),
                 adapter=r.adapter,
                 seed=q.seed,
             )

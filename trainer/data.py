@@ -12,7 +12,7 @@ Every record is checked before anything else happens; problems name file and lin
 :class:`InvalidRequestError`, so nothing is ever trained on a file with bad lines.
 
 Prompts are rendered to text here — with the tokenizer's chat template when the base model has one,
-else with :data:`PLAIN_TEMPLATE` — and the router must render them the same way at inference:
+else with :data:`ragtune.templates.PLAIN_TEMPLATE` — and the router must render them the same way at inference:
 use :func:`render_prompt` / :func:`render_messages`.
 """
 
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ragtune.errors import InvalidRequestError
+from ragtune.templates import render_messages
 
 Format = Literal["chat", "prompt-completion", "alpaca"]
 MAX_PROBLEMS = 20
@@ -33,10 +34,6 @@ ROLES = {"system", "developer", "user", "assistant"}
 
 # The plain template for base models without a chat template (Alpaca-style headers). Training and
 # inference must agree byte for byte, or the adapter sees prompts it never learned from.
-SYSTEM_HEADER = "### System:\n"
-INSTRUCTION_HEADER = "### Instruction:\n"
-RESPONSE_HEADER = "### Response:\n"
-PLAIN_TEMPLATE = INSTRUCTION_HEADER + "{prompt}\n\n" + RESPONSE_HEADER
 
 
 @dataclass
@@ -260,39 +257,9 @@ _VALIDATORS = {"chat": _chat, "prompt-completion": _prompt_completion, "alpaca":
 # Rendering prompts (shared with inference)
 
 
-def render_messages(messages: list[dict[str, str]], tokenizer) -> str:
-    """Render chat messages as the prompt text the adapter was trained on, ready for generation.
-
-    With a chat template: the template with the generation prompt appended. Without one (a base
-    model): the plain ``### System/Instruction/Response`` layout. The text is meant to be tokenized
-    with the tokenizer's default special tokens (it adds ``<bos>`` itself), so a ``<bos>`` the
-    template writes is removed here to avoid a doubled one.
-    """
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        bos = tokenizer.bos_token
-        if bos and text.startswith(bos) and _adds_bos(tokenizer):
-            text = text[len(bos):]
-        return text
-    return _plain(messages)
-
-
 def render_prompt(prompt_text: str, tokenizer) -> str:
     """Render one user prompt as the adapter's training prompt (see :func:`render_messages`)."""
     return render_messages([{"role": "user", "content": prompt_text}], tokenizer)
-
-
-def _plain(messages: list[dict[str, str]]) -> str:
-    parts = []
-    for message in messages:
-        header = {"system": SYSTEM_HEADER, "user": INSTRUCTION_HEADER, "assistant": RESPONSE_HEADER}[message["role"]]
-        parts.append(f"{header}{message['content']}\n\n")
-    return "".join(parts) + RESPONSE_HEADER
-
-
-def _adds_bos(tokenizer) -> bool:
-    ids = tokenizer("x")["input_ids"]
-    return bool(ids) and ids[0] == tokenizer.bos_token_id
 
 
 def render_example(example: Example, tokenizer) -> dict[str, str]:

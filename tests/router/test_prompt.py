@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from retriever.models import Passage
+from ragtune.templates import INSTRUCTION_STOPS
 from router.prompt import PLAIN_STOPS, PromptBuilder, build_plain_prompt
 from router.schemas import ChatMessage, ChatQuery
 
@@ -42,7 +43,20 @@ def test_system_and_earlier_turns_are_kept():
 def test_base_model_folder_uses_plain_layout(base_model_dir):
     builder = PromptBuilder(base_model_dir)
     assert not builder.uses_chat_template  # gemma-3-270m base ships no chat template
-    assert builder.default_stops == PLAIN_STOPS
+    assert builder.stops(adapter=False) == PLAIN_STOPS
+    assert builder.stops(adapter=True) == INSTRUCTION_STOPS
+
+
+def test_adapter_requests_get_the_trainers_layout(base_model_dir):
+    from ragtune.templates import PLAIN_TEMPLATE
+
+    builder = PromptBuilder(base_model_dir)
+    msgs = [ChatMessage(role="user", content="Extract this.")]
+    assert builder.build(msgs, adapter=True) == PLAIN_TEMPLATE.format(prompt="Extract this.")
+    with_passages = builder.build(msgs, [_p("a", "Alpha.")], adapter=True)
+    assert with_passages.startswith("### System:\n")
+    assert "[1] (a.md) Alpha." in with_passages
+    assert with_passages.endswith("### Instruction:\nExtract this.\n\n### Response:\n")
 
 
 def test_query_validation_names_the_problem():

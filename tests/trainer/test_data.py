@@ -7,10 +7,10 @@ import json
 import pytest
 
 from ragtune.errors import InvalidRequestError
+from ragtune.templates import PLAIN_TEMPLATE
 from tests.trainer.helpers import json_rows, write_jsonl
 from trainer.data import (
     MAX_PROBLEMS,
-    PLAIN_TEMPLATE,
     load_training_file,
     prepare,
     render_messages,
