@@ -11,9 +11,12 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 from rich.console import Console
+
+from ragtune.settings import Settings
 
 QUESTION = "What is the name of the gardening robot on Tycho Station?"
 COLLECTION = "demo"
@@ -24,6 +27,10 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _log_tail(log: Path, lines: int = 30) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
 def _wait_ready(base: str, proc: subprocess.Popen, timeout: float = 600) -> None:
@@ -47,10 +54,19 @@ def _wait_ready(base: str, proc: subprocess.Popen, timeout: float = 600) -> None
 def main() -> int:
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
+    # The engine's start-up chatter goes to a log file; the demo prints only its result.
+    log = Settings().home / "logs" / "demo-serve.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "ragtune.cli", "serve", "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=os.environ.copy())
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, env=os.environ.copy(), stdout=out, stderr=subprocess.STDOUT)
+    console.print(f"[dim]service log: {log}[/dim]")
     try:
-        _wait_ready(base, proc)
+        try:
+            _wait_ready(base, proc)
+        except SystemExit:
+            console.print(_log_tail(log))
+            raise
         body = {
             "model": "base",
             "messages": [{"role": "user", "content": QUESTION}],
