@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 RAGTUNE := $(VENV)/bin/ragtune
+# The user-facing targets serve and train into ./adapters (where the shipped adapters are);
+# tests choose their own folders, so this is not exported globally.
+WITH_ADAPTERS := RAGTUNE_ADAPTERS_DIR=$(CURDIR)/adapters
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
@@ -24,7 +27,7 @@ install: $(VENV)/.installed
 demo: install
 	$(RAGTUNE) models prepare
 	$(RAGTUNE) ingest data/demo/corpus --collection demo
-	$(PY) -m ragtune.demo
+	$(WITH_ADAPTERS) $(PY) -m ragtune.demo
 
 test: install
 	$(PY) -m pytest -q --durations=15
@@ -33,7 +36,7 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
 serve: install
-	$(RAGTUNE) serve
+	$(WITH_ADAPTERS) $(RAGTUNE) serve
 
 clean:
 	rm -rf $(VENV) .ragtune reports
@@ -45,4 +48,4 @@ train-adapter: install
 		echo "  e.g. make train-adapter STYLE=e2e-json DATA=data/train/e2e-json.jsonl CONFIG=trainer/recipes/format.yaml"; \
 		exit 2; \
 	fi
-	$(RAGTUNE) train-adapter --style $(STYLE) --data $(DATA) $(if $(CONFIG),--config $(CONFIG))
+	$(WITH_ADAPTERS) $(RAGTUNE) train-adapter --style $(STYLE) --data $(DATA) $(if $(CONFIG),--config $(CONFIG))
