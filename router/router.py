@@ -7,7 +7,7 @@ eval measures is what production serves.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from ragtune.errors import InvalidRequestError, NotFoundError
 from ragtune.settings import Settings
@@ -60,35 +60,73 @@ class Router:
         start = time.perf_counter()
         routes = [self.resolve_route(q) for q in queries]
         passages = [self._retrieve(q) if r.retrieval else [] for q, r in zip(queries, routes)]
-        requests = [
-            GenerationRequest(
-                prompt=self.prompts.build(q.messages, ps, adapter=r.adapter is not None),
-                max_tokens=q.max_tokens or self.settings.max_tokens,
-                temperature=q.temperature,
-                top_p=q.top_p,
-                stop=(q.stop or []) + self.prompts.stops(adapter=r.adapter is not None),
-                adapter=r.adapter,
-                seed=q.seed,
-            )
-            for q, r, ps in zip(queries, routes, passages)
-        ]
+        requests = [self._request(q, r, ps) for q, r, ps in zip(queries, routes, passages)]
         generations = self.backend.generate(requests)  # backends serialise engine access themselves
         latency_ms = (time.perf_counter() - start) * 1000
         return [
-            Answer(
-                text=g.text.strip(),
-                citations=[
-                    Citation(index=i, id=p.doc_id, chunk_id=p.id, source=p.source, score=p.score, text=p.text)
-                    for i, p in enumerate(ps, start=1)
-                ],
-                route=r,
-                prompt_tokens=g.prompt_tokens,
-                completion_tokens=g.completion_tokens,
-                finish_reason=g.finish_reason,
-                latency_ms=latency_ms,
-            )
-            for g, r, ps in zip(generations, routes, passages)
+            _answer(g, r, ps, latency_ms, text=g.text.strip()) for g, r, ps in zip(generations, routes, passages)
         ]
+
+    def answer_stream(self, query: ChatQuery) -> tuple[Route, list[Citation], Iterator[str | Answer]]:
+        """Answer one query incrementally.
+
+        Routing, retrieval and the engine's checks of the request (unknown adapter, prompt too
+        long, bad schema) happen *before* this returns, so a caller can still answer with an
+        error status. The iterator yields text pieces, then the whole ``Answer`` last; the pieces
+        concatenate to ``Answer.text`` (leading and trailing whitespace trimmed, as ``answer``).
+        Backends with a ``generate_stream`` stream token by token; others produce the whole
+        answer and it comes as one piece.
+        """
+        start = time.perf_counter()
+        route = self.resolve_route(query)
+        passages = self._retrieve(query) if route.retrieval else []
+        request = self._request(query, route, passages)
+        citations = _citations(passages)
+        stream_fn = getattr(self.backend, "generate_stream", None)
+        if stream_fn is None:
+            generation = self.backend.generate([request])[0]
+            pieces: Iterator = iter([generation.text, generation])
+        else:
+            pieces = stream_fn(request)  # validates eagerly, then yields str pieces and the Generation
+
+        def _events() -> Iterator[str | Answer]:
+            raw = ""  # everything the engine produced so far
+            sent = 0  # characters of the stripped text already yielded
+            try:
+                for piece in pieces:
+                    if not isinstance(piece, str):
+                        text = piece.text.strip()
+                        if len(text) > sent:
+                            yield text[sent:]
+                        yield _answer(piece, route, passages, (time.perf_counter() - start) * 1000, text=text)
+                        return
+                    raw += piece
+                    # Hold back leading and trailing whitespace so the pieces add up to the stripped text.
+                    visible = raw.strip()
+                    if len(visible) > sent:
+                        yield visible[sent:]
+                        sent = len(visible)
+            finally:
+                close = getattr(pieces, "close", None)
+                if close is not None:
+                    close()  # stops (aborts) the engine's generation when the caller stops early
+
+        return route, citations, _events()
+
+    def _request(self, q: ChatQuery, r: Route, ps) -> GenerationRequest:
+        structured = q.json_schema is not None or q.json_object
+        return GenerationRequest(
+            prompt=self.prompts.build(q.messages, ps, adapter=r.adapter is not None),
+            max_tokens=q.max_tokens or self.settings.max_tokens,
+            temperature=q.temperature,
+            top_p=q.top_p,
+            # A JSON constraint ends the answer itself; the prompt's stops ("\n\n\n"...) could cut the JSON.
+            stop=(q.stop or []) + ([] if structured else self.prompts.stops(adapter=r.adapter is not None)),
+            adapter=r.adapter,
+            seed=q.seed,
+            json_schema=q.json_schema,
+            json_object=q.json_object,
+        )
 
     def _retrieve(self, query: ChatQuery):
         question = query.messages[-1].content
@@ -98,3 +136,22 @@ class Router:
             collection=query.collection,
             tenant=query.tenant,
         )
+
+
+def _citations(passages) -> list[Citation]:
+    return [
+        Citation(index=i, id=p.doc_id, chunk_id=p.id, source=p.source, score=p.score, text=p.text)
+        for i, p in enumerate(passages, start=1)
+    ]
+
+
+def _answer(g, route: Route, passages, latency_ms: float, *, text: str) -> Answer:
+    return Answer(
+        text=text,
+        citations=_citations(passages),
+        route=route,
+        prompt_tokens=g.prompt_tokens,
+        completion_tokens=g.completion_tokens,
+        finish_reason=g.finish_reason,
+        latency_ms=latency_ms,
+    )

@@ -29,6 +29,10 @@ class ChatQuery(BaseModel):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     stop: list[str] | None = None
     seed: int | None = None
+    json_schema: dict | None = Field(
+        default=None, description="Constrain the answer to JSON valid against this JSON Schema (OpenAI json_schema)."
+    )
+    json_object: bool = Field(default=False, description="Constrain the answer to a JSON object (OpenAI json_object).")
 
     @field_validator("messages")
     @classmethod

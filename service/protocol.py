@@ -6,7 +6,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from router.schemas import Citation, Route
 
@@ -28,6 +28,38 @@ class OpenAIMessage(BaseModel):
         return self.content or ""
 
 
+class JSONSchemaSpec(BaseModel):
+    """OpenAI's ``response_format.json_schema``: a named JSON Schema."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None  # vLLM always enforces the schema; accepted for compatibility
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's ``response_format``: plain text, any JSON object, or JSON valid against a schema."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaSpec | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type 'json_schema' needs a json_schema object: {name, schema, strict?}")
+        return self
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: bool = False
+
+
 class ChatCompletionRequest(BaseModel):
     """OpenAI's body; fields ragtune cannot honour are refused rather than silently ignored."""
 
@@ -43,19 +75,14 @@ class ChatCompletionRequest(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     stream: bool = False
+    stream_options: StreamOptions | None = None
+    response_format: ResponseFormat | None = None
     # ragtune's additions
     retrieval: bool = False
     adapter: str | None = None
     collection: str | None = None
     tenant: str | None = None
     top_k: int | None = Field(default=None, ge=1, le=50)
-
-    @field_validator("stream")
-    @classmethod
-    def _no_stream(cls, v: bool) -> bool:
-        if v:
-            raise ValueError("streaming is not supported yet; send stream=false")
-        return v
 
 
 class ResponseMessage(BaseModel):
@@ -84,6 +111,34 @@ class ChatCompletionResponse(BaseModel):
     usage: Usage
     citations: list[Citation]
     route: Route
+
+
+class DeltaMessage(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: DeltaMessage
+    finish_reason: str | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One server-sent event of a streamed answer (OpenAI's ``chat.completion.chunk``).
+
+    The last chunk adds ragtune's ``citations`` and ``route``; ``usage`` is set only on the
+    final, choice-less chunk sent when ``stream_options.include_usage`` is true (as OpenAI does).
+    """
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+    citations: list[Citation] | None = None
+    route: Route | None = None
 
 
 class ModelCard(BaseModel):

@@ -32,6 +32,12 @@ class GenerationRequest(BaseModel):
     stop: list[str] | None = Field(default=None, description="Stop strings; not included in the text.")
     adapter: str | None = Field(default=None, description="Name of a loaded LoRA adapter; None = base model.")
     seed: int | None = Field(default=None, description="Per-request sampling seed (sampling only).")
+    json_schema: dict | None = Field(default=None, description="Constrain the output to JSON valid against this schema.")
+    json_object: bool = Field(default=False, description="Constrain the output to a JSON object.")
+
+    @property
+    def structured(self) -> bool:
+        return self.json_schema is not None or self.json_object
 
 
 class Generation(BaseModel):

@@ -89,6 +89,14 @@ class TransformersBackend(Backend):
     # Generation -----------------------------------------------------------------------------
 
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
+        for req in requests:
+            if req.structured:
+                raise InvalidRequestError(
+                    "response_format (JSON / JSON schema constrained output) needs the vLLM backend; "
+                    "the transformers backend cannot constrain generation. Set RAGTUNE_BACKEND=vllm "
+                    "or drop response_format.",
+                    param="response_format",
+                )
         with self._lock:
             self._ensure_open()
             self._check_adapters_known(requests)

