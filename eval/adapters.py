@@ -1,0 +1,114 @@
+"""The ft arms' adapter: an existing one (shipped or installed), or one trained from the suite's data.
+
+Trained adapters are cached by a hash of their training rows, config and base model, so a
+repeated run reuses the adapter instead of spending minutes retraining it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+from rich.console import Console
+
+from eval.results import TrainingCost
+from eval.suites import REPO, Suite, TrainSpec, read_jsonl, render
+from ragtune.card import AdapterCard
+from ragtune.errors import ConfigError
+from ragtune.settings import Settings
+
+SHIPPED_ADAPTERS = REPO / "adapters"
+
+
+class ResolvedAdapter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    path: Path
+    origin: str  # shipped | trained-now | cached
+
+
+def find_adapter(name: str, settings: Settings, extra_dirs: list[Path]) -> Path:
+    """The folder of adapter ``name``: the configured adapters dir first, then extra dirs, then the shipped ones."""
+    for folder in [settings.resolved_adapters_dir, *extra_dirs, SHIPPED_ADAPTERS]:
+        candidate = Path(folder) / name
+        if (candidate / "adapter_config.json").is_file():
+            return candidate
+    raise ConfigError(f"adapter {name!r} not found in {settings.resolved_adapters_dir}, "
+                      f"{', '.join(map(str, extra_dirs)) or '-'} or {SHIPPED_ADAPTERS}", param="adapter")
+
+
+def training_rows(spec: TrainSpec) -> list[dict[str, str]]:
+    rows = []
+    for r in read_jsonl(spec.rows.path):
+        for template in spec.rows.prompts:
+            rows.append({"prompt": render(template, r), "completion": render(spec.rows.completion, r)})
+    return rows
+
+
+def train_key(spec: TrainSpec, rows: list[dict[str, str]], settings: Settings) -> str:
+    payload = json.dumps({"rows": rows, "config": spec.config, "base": settings.base_model}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def train_or_reuse(spec: TrainSpec, settings: Settings, cache_dir: Path, *, progress: bool,
+                   console: Console | None = None) -> ResolvedAdapter:
+    """Train ``spec`` with the project's trainer (bf16 LoRA on CPU), or reuse the cached result."""
+    rows = training_rows(spec)
+    key = train_key(spec, rows, settings)
+    name = f"{spec.name}-{key[:8]}"
+    out = cache_dir / "adapters" / name
+    if (out / "card.json").is_file() and (out / "adapter_model.safetensors").is_file():
+        return ResolvedAdapter(name=name, path=out, origin="cached")
+
+    from trainer.config import load_config
+    from trainer.train import train_adapter
+
+    data = cache_dir / "train-data" / f"{name}.jsonl"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    config = load_config(None, style=name, data=data, output_dir=out, **spec.config)
+    train_adapter(config, settings, progress=progress, console=console)
+    return ResolvedAdapter(name=name, path=out, origin="trained-now")
+
+
+def training_cost(adapter: ResolvedAdapter) -> TrainingCost | None:
+    """The one-off training cost the adapter's card records (None when it has no card)."""
+    try:
+        card = AdapterCard.read(adapter.path)
+    except Exception:
+        return None
+    c = card.compute
+    device = c.gpu_name or c.device
+    return TrainingCost(adapter=adapter.name, origin=adapter.origin, device=device, wall_seconds=c.wall_seconds,
+                        cost_usd=c.cost_usd, hour_usd=c.hour_usd, rows_train=card.data.rows_train)
+
+
+def resolve(suite: Suite, settings: Settings, cache_dir: Path, extra_dirs: list[Path], *, progress: bool,
+            console: Console | None = None) -> ResolvedAdapter | None:
+    spec = suite.spec.adapter
+    if spec is None:
+        return None
+    if spec.name is not None:
+        return ResolvedAdapter(name=spec.name, path=find_adapter(spec.name, settings, extra_dirs), origin="shipped")
+    return train_or_reuse(spec.train, settings, cache_dir, progress=progress, console=console)
+
+
+@contextlib.contextmanager
+def loaded(backend, adapter: ResolvedAdapter | None) -> Iterator[None]:
+    """Load the adapter into the engine for the suite and unload it after — unless it was already loaded.
+
+    Why unload: engines are shared (a test session, a service), and LoRA slots are few.
+    """
+    if adapter is None or adapter.name in backend.adapter_names():
+        yield
+        return
+    backend.load_adapter(adapter.name, adapter.path)
+    try:
+        yield
+    finally:
+        backend.unload_adapter(adapter.name)

@@ -1,0 +1,229 @@
+"""The human-readable report: one self-contained HTML file (charts inlined as base64 PNG)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+from eval.results import ArmResult, EvalResults, SuiteResult
+from eval.suites import METRIC_KINDS
+
+ARM_LABEL = {"base": "base", "rag": "rag-only", "ft": "ft-only", "hybrid": "hybrid"}
+ARM_COLOR = {"base": "#9e9e9e", "rag": "#1f77b4", "ft": "#ff7f0e", "hybrid": "#2ca02c"}
+VERDICT_COLOR = {"agrees": "#2e7d32", "tie": "#f9a825", "disagrees": "#c62828", "undecided": "#757575"}
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:0.8em 0;font-size:0.92em}th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}.na{color:#999}
+.decision{border-left:5px solid #888;padding:0.5em 1em;background:#fafafa;margin:1em 0}
+.badge{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-size:0.85em}
+pre{white-space:pre-wrap;word-break:break-word;margin:0;font-size:0.85em}.muted{color:#666;font-size:0.9em}
+img{max-width:100%}h2{border-bottom:2px solid #eee;padding-bottom:0.2em;margin-top:2em}
+"""
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return f'<img alt="chart" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _metric_chart(suite: SuiteResult) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ran = [a for a in suite.arms if a.status == "ok"]
+    if not ran:
+        return ""
+    metrics = list(ran[0].metrics)
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(metrics) + 2), 3.2))
+    width = 0.8 / len(ran)
+    for j, arm in enumerate(ran):
+        xs = [i + (j - (len(ran) - 1) / 2) * width for i in range(len(metrics))]
+        means = [arm.metrics[m].mean for m in metrics]
+        err = [[arm.metrics[m].mean - arm.metrics[m].low for m in metrics],
+               [arm.metrics[m].high - arm.metrics[m].mean for m in metrics]]
+        ax.bar(xs, means, width, yerr=err, capsize=3, label=ARM_LABEL[arm.arm], color=ARM_COLOR[arm.arm])
+    ax.set_xticks(range(len(metrics)))
+    ax.set_xticklabels([m + ("" if METRIC_KINDS[suite.metric_kind].get(m, True) else " (lower=better)")
+                        + (" ★" if m == suite.primary_metric else "") for m in metrics])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("mean (95% CI)")
+    ax.set_title(f"{suite.name}: metrics by arm (★ = primary)")
+    ax.legend(fontsize=8, ncol=len(ran))
+    return _png(fig)
+
+
+def _cost_chart(suite: SuiteResult) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ran = [a for a in suite.arms if a.status == "ok" and a.latency is not None]
+    if not ran:
+        return ""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 2.8))
+    labels = [ARM_LABEL[a.arm] for a in ran]
+    colors = [ARM_COLOR[a.arm] for a in ran]
+    p50 = [a.latency.p50_ms for a in ran]
+    p95 = [a.latency.p95_ms for a in ran]
+    ax1.bar(labels, p50, color=colors, label="p50")
+    ax1.scatter(labels, p95, color="k", marker="_", s=200, label="p95", zorder=3)
+    ax1.set_ylabel("ms per request (batched)")
+    ax1.set_title("latency")
+    ax1.legend(fontsize=8)
+    ax2.bar(labels, [a.cost_per_1k_usd or 0 for a in ran], color=colors)
+    ax2.set_ylabel("$ per 1k requests")
+    ax2.set_title("serving cost")
+    return _png(fig)
+
+
+def _fmt_interval(arm: ArmResult, metric: str) -> str:
+    iv = arm.metrics.get(metric)
+    if iv is None:
+        return '<td class="na">–</td>'
+    return f'<td class="num">{iv.mean:.3f}<br><span class="muted">[{iv.low:.3f}, {iv.high:.3f}]</span></td>'
+
+
+def _arm_table(suite: SuiteResult) -> str:
+    ran = [a for a in suite.arms if a.status == "ok"]
+    metrics = list(ran[0].metrics) if ran else []
+    head = "".join(f"<th>{html.escape(m)}{' ★' if m == suite.primary_metric else ''}</th>" for m in metrics)
+    rows = []
+    for arm in suite.arms:
+        label = ARM_LABEL[arm.arm]
+        if arm.status != "ok":
+            rows.append(f'<tr><td>{label}</td><td class="na" colspan="{len(metrics) + 5}">not applicable: '
+                        f"{html.escape(arm.reason)}</td></tr>")
+            continue
+        cells = "".join(_fmt_interval(arm, m) for m in metrics)
+        lat = arm.latency
+        rows.append(
+            f"<tr><td>{label}<br><span class='muted'>{html.escape(arm.adapter or 'no adapter')}"
+            f"{' + retrieval' if arm.retrieval else ''}</span></td>{cells}"
+            f'<td class="num">{lat.p50_ms:.0f} / {lat.p95_ms:.0f}</td>'
+            f'<td class="num">{arm.prompt_tokens_mean:.0f} / {arm.completion_tokens_mean:.1f}</td>'
+            f'<td class="num">{arm.seconds_per_request:.3f}</td><td class="num">${arm.cost_per_1k_usd:.4f}</td>'
+            f'<td class="num">{lat.total_s:.1f}</td></tr>'
+        )
+    return (f"<table><tr><th>arm</th>{head}<th>latency p50 / p95 ms</th><th>tokens prompt / answer</th>"
+            f"<th>s / request</th><th>$ / 1k req</th><th>total s</th></tr>{''.join(rows)}</table>")
+
+
+def _comparisons(suite: SuiteResult) -> str:
+    if not suite.comparisons:
+        return ""
+    rows = "".join(
+        f"<tr><td>{ARM_LABEL[c.a]} − {ARM_LABEL[c.b]}</td><td class='num'>{c.diff:+.3f}</td>"
+        f"<td class='num'>[{c.low:+.3f}, {c.high:+.3f}]</td><td class='num'>{c.p_value:.3f}</td>"
+        f"<td>{'yes' if c.significant else 'no'}</td></tr>"
+        for c in suite.comparisons
+    )
+    return (f"<details><summary>All paired comparisons on {html.escape(suite.primary_metric)}</summary><table>"
+            "<tr><th>pair</th><th>mean diff</th><th>95% CI</th><th>p</th><th>significant</th></tr>"
+            f"{rows}</table></details>")
+
+
+def _examples(suite: SuiteResult, n: int) -> str:
+    ran = [a for a in suite.arms if a.status == "ok"]
+    if not ran or n == 0:
+        return ""
+    blocks = []
+    for i in range(min(n, len(ran[0].items))):
+        first = ran[0].items[i]
+        cells = "".join(
+            f"<tr><td>{ARM_LABEL[a.arm]}</td><td><pre>{html.escape(a.items[i].output) or '<em>(empty)</em>'}</pre></td>"
+            f"<td class='num'>{a.items[i].scores.get(suite.primary_metric, 0):.2f}</td>"
+            f"<td class='muted'>{html.escape(', '.join(a.items[i].citations))}</td></tr>"
+            for a in ran
+        )
+        blocks.append(f"<h4>{html.escape(first.id)}</h4><pre class='muted'>{html.escape(first.prompt)}</pre>"
+                      f"<table><tr><th>arm</th><th>output</th><th>{html.escape(suite.primary_metric)}</th>"
+                      f"<th>retrieved</th></tr>{cells}</table>")
+    return "<h3>Example outputs</h3>" + "".join(blocks)
+
+
+def _decision(suite: SuiteResult) -> str:
+    d = suite.decision
+    color = VERDICT_COLOR[d.verdict]
+    return (
+        f"<div class='decision' style='border-color:{color}'><h3>Decision</h3>"
+        f"<p><b>Winner on {html.escape(d.primary_metric)}:</b> {ARM_LABEL.get(d.winner or '', '–')}"
+        f" &nbsp; <span class='badge' style='background:{color}'>{d.verdict}</span></p>"
+        f"<p>{html.escape(d.summary)}</p>"
+        f"<p><b>Rule:</b> {html.escape(d.rule)} The rule predicts <b>{ARM_LABEL[d.expected]}</b>.</p>"
+        + (f"<p><b>Note:</b> {html.escape(d.note)}</p>" if d.note else "")
+        + "</div>"
+    )
+
+
+def _suite_section(suite: SuiteResult, examples: int) -> str:
+    facts = [f"{suite.n_items} items", f"metric: {suite.metric_kind} (primary {suite.primary_metric})",
+             f"suite file: {html.escape(suite.source)}", f"{suite.seconds:.0f} s"]
+    if suite.ingest:
+        i = suite.ingest
+        facts.append(f"store: {i.documents} documents / {i.chunks} chunks in {i.collection} ({i.seconds:.1f} s)"
+                     + (f", then {i.updated_documents} updated" if i.updated_documents else ""))
+    training = ""
+    if suite.training:
+        t = suite.training
+        training = (f"<p class='muted'>Adapter <b>{html.escape(t.adapter)}</b> ({t.origin}): one-off training "
+                    f"{t.wall_seconds:.0f} s on {html.escape(t.device)}, ${t.cost_usd:.3f} at ${t.hour_usd}/h as "
+                    f"its card records, {t.rows_train} training rows.</p>")
+    return (
+        f"<h2 id='{suite.name}'>{html.escape(suite.name)}</h2><p>{html.escape(suite.description)}</p>"
+        f"<p class='muted'>{' · '.join(facts)}</p>{training}"
+        f"{_decision(suite)}{_arm_table(suite)}{_comparisons(suite)}{_metric_chart(suite)}{_cost_chart(suite)}"
+        f"{_examples(suite, examples)}"
+    )
+
+
+def render_html(results: EvalResults, examples: int = 3) -> str:
+    run = results.run
+    overview = "".join(
+        f"<tr><td><a href='#{s.name}'>{s.name}</a></td><td>{ARM_LABEL.get(s.decision.winner or '', '–')}</td>"
+        f"<td>{ARM_LABEL[s.decision.expected]}</td><td><span class='badge' style='background:"
+        f"{VERDICT_COLOR[s.decision.verdict]}'>{s.decision.verdict}</span></td>"
+        f"<td class='num'>{(s.decision.margin.diff if s.decision.margin else float('nan')):+.3f}</td>"
+        f"<td>{'yes' if s.decision.margin and s.decision.margin.significant else 'no'}</td></tr>"
+        for s in results.suites
+    )
+    style = ""
+    if results.style_classifier:
+        c = results.style_classifier
+        style = (f"<p class='muted'>Style classifier (voice): held-out accuracy {c.heldout_accuracy:.3f} on "
+                 f"{2 * c.test_pairs} test texts; fit on {c.train_pairs} verse pairs in {c.fit_seconds:.0f} s"
+                 f"{' (cached)' if c.cached else ''}.</p>")
+    cpu_note = ("" if not run.device.startswith("cpu") else
+                f"<p class='muted'>Latency and cost were measured on {html.escape(run.device)}: the cost column "
+                f"prices that CPU wall time at ${run.gpu_hour_usd}/h (a GPU-equivalent hour), so it compares "
+                "arms with each other, not with a real GPU bill.</p>")
+    body = "".join(_suite_section(s, examples) for s in results.suites)
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>ragtune eval "
+        f"{html.escape(run.run_id)}</title><style>{CSS}</style></head><body>"
+        f"<h1>ragtune eval — RAG or fine-tune?</h1><p class='muted'>run {html.escape(run.run_id)} · "
+        f"{run.created_at:%Y-%m-%d %H:%M} UTC · base model {html.escape(run.base_model)} · backend "
+        f"{html.escape(run.backend)} · {html.escape(run.device)} · limit {run.limit or 'none'} · "
+        f"{run.seconds:.0f} s · greedy decoding</p>{cpu_note}{style}"
+        "<p>Arms: <b>base</b> (few-shot prompt when the suite has one), <b>rag-only</b> (base + retrieved "
+        "passages as numbered citations), <b>ft-only</b> (the suite's LoRA adapter, its training prompt), "
+        "<b>hybrid</b> (adapter + passages). Means carry bootstrap 95% intervals; differences are paired "
+        "over the same items.</p>"
+        "<table><tr><th>suite</th><th>winner</th><th>rule predicts</th><th>verdict</th><th>margin vs runner-up"
+        f"</th><th>significant</th></tr>{overview}</table>{body}</body></html>"
+    )
+
+
+def write_report(results: EvalResults, path: Path, examples: int = 3) -> Path:
+    path.write_text(render_html(results, examples), encoding="utf-8")
+    return path

@@ -1,0 +1,159 @@
+"""The machine-readable result of an eval run (``results.json``): pydantic models are the schema.
+
+``eval/results.schema.json`` is generated from :class:`EvalResults` (``python -m eval.results``)
+and committed; a test checks it is current, and every run validates its own results.json
+against it before reporting success.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from eval.stats import Interval, LatencyStats, PairedDiff
+
+SCHEMA_VERSION = 1
+SCHEMA_PATH = Path(__file__).resolve().parent / "results.schema.json"
+Arm = Literal["base", "rag", "ft", "hybrid"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ItemResult(_Strict):
+    id: str
+    prompt: str = Field(description="The user message as sent (few-shot turns not repeated here).")
+    output: str
+    scores: dict[str, float]
+    latency_ms: float = Field(description="The item's batch wall time divided by the batch size.")
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    route: str = Field(description="Route name the router took (base or the adapter).")
+    citations: list[str] = Field(default_factory=list, description="Ids of the documents retrieved, in order.")
+
+
+class ArmResult(_Strict):
+    arm: Arm
+    status: Literal["ok", "not_applicable"]
+    reason: str = Field(default="", description="Why the arm was skipped, when it was.")
+    adapter: str | None = None
+    retrieval: bool = False
+    metrics: dict[str, Interval] = Field(default_factory=dict, description="Mean and bootstrap 95% CI per metric.")
+    latency: LatencyStats | None = None
+    prompt_tokens_mean: float | None = None
+    completion_tokens_mean: float | None = None
+    seconds_per_request: float | None = Field(default=None, description="Measured wall seconds per request (batched).")
+    cost_per_1k_usd: float | None = Field(
+        default=None, description="seconds_per_request x 1000 / 3600 x hour_usd (CPU time priced as GPU time on CPU).")
+    items: list[ItemResult] = Field(default_factory=list)
+
+
+class TrainingCost(_Strict):
+    """One-off cost of the adapter the ft arms use, as its card records it."""
+
+    adapter: str
+    origin: Literal["shipped", "trained-now", "cached"] = Field(
+        description="An existing adapter, one trained by this run, or one this suite trained in an earlier run.")
+    device: str
+    wall_seconds: float
+    cost_usd: float
+    hour_usd: float
+    rows_train: int
+
+
+class IngestInfo(_Strict):
+    collection: str
+    documents: int
+    chunks: int
+    seconds: float
+    updated_documents: int = Field(default=0, description="Documents upserted after training (changed facts).")
+
+
+class Decision(_Strict):
+    primary_metric: str
+    higher_is_better: bool
+    winner: Arm | None
+    runner_up: Arm | None
+    margin: PairedDiff | None = Field(description="winner minus runner-up on the primary metric, paired.")
+    expected: Arm = Field(description="The arm the rule predicts.")
+    rule: str
+    verdict: Literal["agrees", "tie", "disagrees", "undecided"] = Field(
+        description="agrees: the expected arm won; tie: it lost but not significantly; disagrees: it lost "
+        "significantly; undecided: fewer than two arms ran.")
+    summary: str
+    note: str = ""
+
+
+class SuiteResult(_Strict):
+    name: str
+    description: str
+    source: str = Field(description="The suite file.")
+    expect: Literal["rag", "ft", "both"]
+    metric_kind: str
+    primary_metric: str
+    n_items: int
+    adapter: str | None
+    ingest: IngestInfo | None
+    training: TrainingCost | None
+    arms: list[ArmResult]
+    comparisons: list[PairedDiff] = Field(description="Every pair of arms that ran, on the primary metric.")
+    decision: Decision
+    seconds: float
+
+
+class StyleInfo(_Strict):
+    train_pairs: int
+    test_pairs: int
+    heldout_accuracy: float
+    fit_seconds: float
+    cached: bool
+    data_sha256: str
+
+
+class RunInfo(_Strict):
+    run_id: str
+    created_at: datetime
+    ragtune_version: str
+    base_model: str
+    backend: str
+    device: str = Field(description="'cpu' or the GPU name: latencies and costs are measured here.")
+    limit: int | None
+    batch_size: int
+    gpu_hour_usd: float
+    seconds: float
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvalResults(_Strict):
+    schema_version: int = SCHEMA_VERSION
+    run: RunInfo
+    style_classifier: StyleInfo | None = None
+    suites: list[SuiteResult]
+
+
+def schema_json() -> str:
+    return json.dumps(EvalResults.model_json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+def validate_results(path: Path) -> EvalResults:
+    """Validate a results.json against the committed JSON schema (jsonschema if installed) and the model."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        import jsonschema
+    except ImportError:  # pragma: no cover - jsonschema is usually present (chromadb brings it)
+        jsonschema = None
+    if jsonschema is not None:
+        schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+        jsonschema.validate(data, schema)
+    return EvalResults.model_validate(data)
+
+
+if __name__ == "__main__":
+    SCHEMA_PATH.write_text(schema_json(), encoding="utf-8")
+    print(f"wrote {SCHEMA_PATH}")
