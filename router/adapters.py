@@ -142,3 +142,25 @@ def discover_adapters(adapters_dir: Path, *, max_rank: int | None = None) -> dic
         except InvalidRequestError as exc:
             log.warning("Skipping adapter folder %s: %s", sub, exc.message)
     return found
+
+
+def check_adapter_card(path: Path, expected_base_hash: str):
+    """Read ``card.json`` in the adapter folder ``path``, if there is one, and check its base model.
+
+    An adapter applied to other base weights than it was trained on produces fluent nonsense
+    with no error, so a card naming another base is refused (InvalidRequestError, both hashes in
+    the message). Returns the card, or None when the folder has no card (hand-made adapters).
+    """
+    from ragtune.card import CARD_FILE, read_card
+
+    if not (Path(path) / CARD_FILE).is_file():
+        return None
+    card = read_card(Path(path))
+    if card.base_model_hash != expected_base_hash:
+        raise InvalidRequestError(
+            f"Adapter at '{path}' was trained on base model '{card.base_model}' with weights hash "
+            f"{card.base_model_hash}, but this service's base model has hash {expected_base_hash}: "
+            "it would produce nonsense here. Retrain it on this base model or serve its own base.",
+            param="path",
+        )
+    return card

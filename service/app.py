@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ragtune import __version__
 from ragtune.settings import Settings
 from router.router import Router
-from service import chat, documents, models
+from service import adapters, chat, documents, models
 from service.errors import install_error_handlers
 from service.protocol import error_json
 from service.state import ServiceState, State
@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None, router: Router | None = None) -
     app = FastAPI(title="ragtune", version=__version__, lifespan=lifespan)
     app.state.ragtune = state
     install_error_handlers(app)
-    for part in (chat, models, documents):
+    for part in (chat, models, documents, adapters):
         app.include_router(part.router)
 
     @app.get("/healthz")

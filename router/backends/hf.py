@@ -50,6 +50,10 @@ class TransformersBackend(Backend):
     def adapter_names(self) -> list[str]:
         return sorted(self._adapters)
 
+    def adapter_info(self, name: str):
+        self._require_loaded(name)
+        return self._adapters[name][0]
+
     def load_adapter(self, name: str, path: Path) -> None:
         from peft import PeftModel
 

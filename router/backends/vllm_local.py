@@ -83,6 +83,10 @@ class VLLMBackend(Backend):
     def adapter_names(self) -> list[str]:
         return sorted(self._adapters)
 
+    def adapter_info(self, name: str) -> AdapterInfo:
+        self._require_loaded(name)
+        return self._adapters[name].info
+
     def load_adapter(self, name: str, path: Path) -> None:
         validate_adapter_name(name)
         info = validate_adapter_dir(Path(path), self.settings.max_lora_rank, name=name)
