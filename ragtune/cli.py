@@ -16,6 +16,7 @@ console = Console(stderr=True)
 
 def _mount() -> None:
     # Imported lazily per part so `ragtune --help` does not import torch or vLLM.
+    from eval.cli import register as register_eval
     from ragtune.models_cli import app as models_app
     from retriever.cli import register as register_retriever
     from router.cli import register as register_router
@@ -29,6 +30,7 @@ def _mount() -> None:
     register_service(app)
     register_trainer(app)
     register_plan(app)
+    register_eval(app)
 
 
 def main() -> None:
