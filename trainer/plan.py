@@ -30,11 +30,19 @@ Assumptions (each one changes a term, so they are fields of :class:`PlanRequest`
 * ``upcast_fp32`` models ``peft.prepare_model_for_kbit_training``, which casts every non-4-bit
   parameter (embeddings, LM head, norms) to fp32; the residual stream then runs in fp32 too
   (bitsandbytes casts a 4-bit layer's output back to its input's dtype). trl 1.x's SFTTrainer
-  does not call it; the measured H200 numbers match the model only without it (default off).
-* The training loop keeps the model outputs (and so the logits) alive through backward, as a
-  plain ``out = model(...); out.loss.backward()`` loop and trl's SFTTrainer (which computes
-  token accuracy from them) do. The loss is transformers' ``ForCausalLMLoss``: ``logits.float()``
-  then ``cross_entropy`` (log-softmax saved, a dense fp32 gradient from ``nll_loss``).
+  does not call it, but ragtune's ``trainer/train.py`` does before handing the model to it.
+* ``loss_impl="full"``: the training loop keeps the model outputs (and so the logits) alive
+  through backward, as a plain ``out = model(...); out.loss.backward()`` loop does. The loss is
+  transformers' ``ForCausalLMLoss``: ``logits.float()`` then ``cross_entropy`` (log-softmax
+  saved, a dense fp32 gradient from ``nll_loss``).
+* ``loss_impl="chunked"`` (default; what ragtune's trainer runs): trl >= 1.16's SFTTrainer patches
+  the model with a fused LM head (``trl.trainer.utils.add_fused_lm_head``,
+  ``trl.kernels.chunked_logprob.ChunkedLogProbFunction``) that scores only labelled positions in
+  [4096 × 32768] tiles and never builds the logits; see :func:`_chunked_loss_bytes`. Checked on
+  an H200 with ``bench/qlora_peak.py --loop trl`` (``bench/results/qlora_peak_trl``): reserved
+  within −11%…+6%, allocated −9%…+3%, with no constant refitted. ragtune's GPU trainer also
+  runs under bf16 autocast with ``prepare_model_for_kbit_training`` (``upcast_fp32=True,
+  autocast=True``).
 * Attention runs through SDPA's flash / memory-efficient kernels: no seq² score matrix.
 * Paged 8-bit AdamW keeps its two uint8 states in CUDA managed memory (bitsandbytes' paged
   buffers), outside PyTorch's allocator: they count towards the device total, not towards
@@ -246,6 +254,15 @@ class PlanRequest(BaseModel):
         False, description="Model peft.prepare_model_for_kbit_training's fp32 cast of embeddings, head and norms."
     )
     autocast: bool = Field(False, description="Training under torch.autocast(bf16) (HF Trainer bf16=True).")
+    loss_impl: Literal["chunked", "full"] = Field(
+        "chunked",
+        description="chunked: trl >= 1.16 SFTTrainer's fused LM head (what ragtune's trainer runs); "
+        "full: transformers' loss on the full fp32 logits (a plain loop).",
+    )
+    loss_token_fraction: float = Field(
+        1.0, gt=0, le=1,
+        description="Share of positions with a label (completion-only loss); only the chunked head scores just those.",
+    )
     tokens: int | None = Field(None, gt=0, description="Tokens to train on (all epochs); or give steps.")
     steps: int | None = Field(None, gt=0, description="Optimizer steps (× batch × seq tokens) if tokens is unset.")
     mfu: float | None = Field(None, gt=0, le=1, description="Model FLOPs utilisation; default from the H200 runs.")
@@ -346,6 +363,48 @@ def _loss_bytes(s: ModelShape, tokens: int, head_bytes: int) -> float:
     return vt * (head_bytes + 4 + 4 + 4)
 
 
+#: trl's fused LM head (trl/kernels/chunked_logprob.py, trl/trainer/utils.py, trl 1.16): tiles of
+#: [min(N, TOKEN_CHUNK) tokens, VOCAB_CHUNK vocabulary entries].
+TRL_TOKEN_CHUNK = 4096
+TRL_VOCAB_CHUNK = 32768
+
+
+def _chunked_loss_bytes(
+    s: ModelShape, tokens: int, label_tokens: int, act: int, head_bytes: int, autocast: bool
+) -> tuple[float, float]:
+    """(peak of the loss phase, what stays held through the layers' backward) for trl's fused LM head.
+
+    trl's ``_fused_forward`` runs the backbone, takes ``last_hidden_state[:, :-1][mask]`` (the N
+    positions with a label: a copy, ``act`` bytes a value) and calls ``ChunkedLogProbFunction``,
+    which never builds the [N, V] logits:
+
+    * forward: a reusable tile ``mm_buf`` [min(N, 4096), 32768] in the compute dtype (bf16 under
+      autocast, else the hidden dtype), the tokens' slice cast to it and each 32768-row slice of
+      the head weight cast to it (copies only when the dtypes differ: an fp32 head under autocast),
+      seven fp32 per-token accumulators; outputs fp32 log-probs and entropy, a bool ``is_top1``.
+    * saved for backward: the N×H hidden copy, the head weight (a parameter, already counted),
+      the targets, fp32 ``log_z`` and entropy. Nothing of size V×N.
+    * backward (the high point): an fp32 ``grad_hidden`` [N, H] accumulated by addmm, a fresh tile
+      (recomputed logits turned into their gradient in place), the same casts, then
+      ``grad_hidden.to(hidden.dtype)`` (a copy unless the stream is fp32) while the fp32 one lives.
+    * around it: the final norm's input and output (T×H each), as for the full loss.
+    """
+    T, N, h = tokens, label_tokens, s.hidden_size
+    cdt = 2 if autocast else act  # compute dtype of the tiles
+    rows = min(N, TRL_TOKEN_CHUNK)
+    vchunk = min(s.vocab_size, TRL_VOCAB_CHUNK)
+    tile = rows * vchunk * cdt
+    hidden_cast = rows * h * cdt if cdt != act else 0
+    weight_cast = vchunk * h * cdt if cdt != head_bytes else 0
+    per_token = N * (4 + 4 + 4 + 4)  # saved log_z + entropy, grad of log-probs (fp32) and of the loss sum
+    saved_hidden = N * h * act
+    grad_hidden = N * h * 4 + (N * h * act if act != 4 else 0)
+    norm = 2 * act * T * h  # final norm's input and output
+    peak = norm + saved_hidden + grad_hidden + tile + hidden_cast + weight_cast + per_token
+    held = T * (4 + 4 + 1)  # the scattered log-probs and entropy (fp32) and is_top1 (bool) in the outputs
+    return peak, held
+
+
 def _default_mfu(tokens_per_step: int) -> float:
     """MFU by tokens per micro-batch: 0.20 at 2,048 and 0.28 at 8,192 tokens (H200, 8B, NOTES.md).
 
@@ -387,9 +446,13 @@ def plan(req: PlanRequest, gpus: tuple[GPU, ...] = GPUS) -> PlanResult:
     opt_scales = 2 * 4 * lora_n / 256  # fp32 absmax per 256-value block, two states
     opt_paged = 2 * lora_n  # two uint8 states, in managed memory
     ckpt = s.num_layers * act * T * s.hidden_size  # each layer's input, kept by checkpointing
-    loss = _loss_bytes(s, T, head) + 2 * act * T * s.hidden_size  # + final norm output and its input
+    if req.loss_impl == "full":
+        loss = _loss_bytes(s, T, head) + 2 * act * T * s.hidden_size  # + final norm output and its input
+        held_logits = head * s.vocab_size * T  # outputs still referenced during the layers' backward
+    else:
+        label_tokens = max(1, round(T * req.loss_token_fraction))
+        loss, held_logits = _chunked_loss_bytes(s, T, label_tokens, act, head, req.autocast)
     saved, transient = _layer_backward_bytes(s, T, act, req.autocast)
-    held_logits = head * s.vocab_size * T  # outputs still referenced during the layers' backward
     layer_phase = saved + transient + held_logits + act * T * s.hidden_size  # + incoming gradient
     peak_phase = "loss" if loss >= layer_phase else "layer_backward"
     transient_peak = max(loss, layer_phase)
@@ -417,14 +480,17 @@ def plan(req: PlanRequest, gpus: tuple[GPU, ...] = GPUS) -> PlanResult:
         ),
         PlanTerm(key="checkpoints", label="checkpointed layer inputs", gib=g(ckpt), note=f"{s.num_layers} × seq × batch × hidden"),
         PlanTerm(
-            key="loss", label="logits + loss (fp32)", gib=g(loss), counted=peak_phase == "loss",
+            key="loss",
+            label="logits + loss (fp32)" if req.loss_impl == "full" else "chunked LM head + loss (trl fused)",
+            gib=g(loss), counted=peak_phase == "loss",
             note="peak phase" if peak_phase == "loss" else "below the layer phase",
         ),
         PlanTerm(
             key="layer_backward", label="one layer recomputed + backward", gib=g(layer_phase),
             counted=peak_phase == "layer_backward",
             note=("peak phase" if peak_phase == "layer_backward" else "below the loss phase")
-            + f"; incl. {g(2 * max(a * b for a, b in s.linear_shapes().values())):.2f} GiB dequantised weight, held logits",
+            + f"; incl. {g(2 * max(a * b for a, b in s.linear_shapes().values())):.2f} GiB dequantised weight"
+            + (", held logits" if req.loss_impl == "full" else ""),
         ),
         PlanTerm(key="fragmentation", label="allocator fragmentation", gib=g(frag), note=f"{req.fragmentation:.2f} × activations"),
         PlanTerm(key="cuda_context", label="CUDA context", gib=g(ctx), in_torch_reserved=False),
@@ -470,7 +536,10 @@ def plan(req: PlanRequest, gpus: tuple[GPU, ...] = GPUS) -> PlanResult:
         "LoRA weights and grads fp32 (peft on a 4-bit base)",
         "gradient checkpointing (non-reentrant), SDPA attention",
         "under bf16 autocast" if req.autocast else "no autocast: fp32 copy of each LoRA input",
-        "outputs (logits) kept through backward; loss = logits.float() + cross_entropy",
+        "outputs (logits) kept through backward; loss = logits.float() + cross_entropy"
+        if req.loss_impl == "full"
+        else f"trl fused LM head: [{TRL_TOKEN_CHUNK} × {TRL_VOCAB_CHUNK}] tiles, no full logits; "
+        f"{req.loss_token_fraction:.0%} of positions scored",
         f"paged 8-bit AdamW; fragmentation {req.fragmentation:.2f} × activations; CUDA context {req.cuda_context_gib} GiB",
         f"throughput: {fpt / 1e9:.1f} GFLOP/token at MFU {mfu:.2f}; {HEADROOM:.0%} memory headroom",
     ]

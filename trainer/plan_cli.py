@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +14,12 @@ from rich.table import Table
 from ragtune.errors import RagtuneError
 
 console = Console()
+
+
+class LossImpl(str, Enum):
+    chunked = "chunked"
+    full = "full"
+
 err_console = Console(stderr=True)
 
 
@@ -35,6 +42,17 @@ def plan(
     upcast_fp32: Annotated[
         bool, typer.Option("--upcast-fp32", help="Model prepare_model_for_kbit_training (fp32 embeddings, head, norms).")
     ] = False,
+    autocast: Annotated[
+        bool, typer.Option("--autocast", help="Training under bf16 autocast (HF/trl Trainer bf16=True, as ragtune trains on GPU).")
+    ] = False,
+    loss: Annotated[
+        LossImpl,
+        typer.Option(
+            "--loss",
+            help="chunked: trl>=1.16 SFTTrainer's fused LM head (ragtune's trainer); full: plain transformers loss "
+            "on full fp32 logits. ragtune's own trainer: --upcast-fp32 --autocast (chunked is the default).",
+        ),
+    ] = LossImpl.chunked,
     single_quant: Annotated[bool, typer.Option("--single-quant", help="NF4 without double quantisation.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the PlanResult as JSON.")] = False,
 ) -> None:
@@ -47,7 +65,8 @@ def plan(
     try:
         result = plan_for(
             params, model_dir=model_dir, seq_len=seq, batch_size=batch, rank=rank, tokens=tokens, steps=steps,
-            gpu_hour_usd=gpu_hour_usd, upcast_fp32=upcast_fp32, double_quant=not single_quant,
+            gpu_hour_usd=gpu_hour_usd, upcast_fp32=upcast_fp32, double_quant=not single_quant, autocast=autocast,
+            loss_impl=loss.value,
         )
     except RagtuneError as exc:
         err_console.print(f"[red]error:[/red] {exc.message}")
