@@ -50,8 +50,22 @@ class Settings(BaseSettings):
     )
     collection: str = Field(default="default", description="Default Chroma collection.")
     tenant: str = Field(default="default", description="Default tenant for ingest and retrieval.")
-    backend: Literal["vllm", "transformers"] = Field(
-        default="vllm", description="Generation engine: in-process vLLM, or transformers+peft (reference)."
+    backend: Literal["vllm", "remote", "transformers"] = Field(
+        default="vllm",
+        description="Generation engine: in-process vLLM, a remote `vllm serve` OpenAI server (vllm_url), "
+        "or transformers+peft (the parity reference).",
+    )
+    vllm_url: str | None = Field(
+        default=None, description="Base URL of a `vllm serve --enable-lora` server for backend=remote."
+    )
+    routes_file: Path | None = Field(
+        default=None, description="YAML file of named routes (adapter, retrieval on/off/auto, collection, ...)."
+    )
+    retrieval_threshold: float = Field(
+        default=0.35,
+        ge=-1.0,
+        le=1.0,
+        description="retrieval=auto retrieves when the best passage's cosine similarity reaches this.",
     )
     max_model_len: int = Field(default=1024, ge=128, description="Context length the engine reserves for.")
     max_lora_rank: int = Field(default=16, ge=1, description="Largest LoRA rank the engine accepts.")
