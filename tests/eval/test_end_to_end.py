@@ -1,0 +1,82 @@
+"""A small real eval: real model, real Chroma, real vLLM (the session engine), shipped e2e-json adapter.
+
+Also the changing-facts protocol end to end at toy size: 4 facts, an adapter trained for 2 steps,
+v2 upserted over v1 before asking.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(tmp_path, settings, vllm_backend, suites, limit, run_id="t"):
+    from eval.run import EvalConfig, run_eval
+
+    before = vllm_backend.adapter_names()
+    config = EvalConfig(suites=suites, limit=limit, out=tmp_path / "reports", run_id=run_id, progress=False,
+                        cache_dir=tmp_path / "cache", batch_size=4)
+    results, run_dir = run_eval(config, settings, backend=vllm_backend)
+    assert vllm_backend.adapter_names() == before  # adapters loaded for the run were unloaded
+    return results, run_dir
+
+
+def test_format_and_hybrid_end_to_end(tmp_path, settings, vllm_backend):
+    from eval.results import EvalResults, validate_results
+
+    results, run_dir = _run(tmp_path, settings, vllm_backend, ["format", "hybrid"], 2)
+    assert (run_dir / "report.html").is_file()
+    parsed = validate_results(run_dir / "results.json")  # against eval/results.schema.json
+    assert isinstance(parsed, EvalResults) and [s.name for s in parsed.suites] == ["format", "hybrid"]
+    for suite in parsed.suites:
+        assert suite.n_items == 2 and suite.adapter == "e2e-json"
+        arms = {a.arm: a for a in suite.arms}
+        assert set(arms) == {"base", "rag", "ft", "hybrid"} and all(a.status == "ok" for a in arms.values())
+        assert arms["ft"].items[0].route == "e2e-json" and arms["base"].items[0].route == "base"
+        assert arms["rag"].items[0].citations and not arms["ft"].items[0].citations
+        assert arms["hybrid"].items[0].citations
+        for arm in arms.values():
+            assert 0.0 <= arm.metrics["field_f1"].mean <= 1.0 and arm.latency.p50_ms > 0
+            assert arm.cost_per_1k_usd > 0 and arm.completion_tokens_mean > 0
+        assert suite.training and suite.training.cost_usd > 0  # from the shipped adapter's card
+        assert suite.decision.winner in arms and suite.decision.expected == ("ft" if suite.name == "format" else "hybrid")
+    html = (run_dir / "report.html").read_text()
+    assert "Decision" in html and "data:image/png;base64," in html and "hybrid" in html
+    # the run's store is private to the run folder
+    assert (run_dir / "chroma").is_dir()
+
+
+def test_changing_facts_protocol_tiny(tmp_path, settings, vllm_backend):
+    rows = [json.loads(line) for line in (REPO / "data/eval/changing_facts.jsonl").read_text().splitlines()][:4]
+    data = tmp_path / "facts.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    suite_text = (REPO / "eval/suites/changing.yaml").read_text().replace(
+        "data/eval/changing_facts.jsonl", str(data)).replace("epochs: 6", "epochs: 1\n      max_steps: 2")
+    suite_file = tmp_path / "tiny-changing.yaml"
+    suite_file.write_text(suite_text.replace("name: changing", "name: tiny-changing"))
+
+    results, run_dir = _run(tmp_path, settings, vllm_backend, [str(suite_file)], None)
+    suite = results.suites[0]
+    assert suite.n_items == 4 and suite.training.origin == "trained-now" and suite.training.device == "cpu"
+    assert suite.ingest.documents == 4 and suite.ingest.updated_documents == 4
+    arms = {a.arm: a for a in suite.arms}
+    # after the update, the store holds v2 only: every rag citation text is a v2 document
+    from retriever.store import FactStore
+    from ragtune.settings import Settings
+
+    store = FactStore(Settings(**{**settings.model_dump(), "chroma_path": run_dir / "chroma"}))
+    for r in rows:
+        text = " ".join(c.text for c in store.get_document(r["id"], collection="eval-tiny-changing"))
+        assert r["v2"] in text and r["v1"] not in text
+    for arm in arms.values():
+        assert set(arm.metrics) == {"current", "stale"}
+    assert suite.decision.expected == "rag" and suite.decision.primary_metric == "current"
+    # a second run reuses the cached adapter instead of training again
+    again, _ = _run(tmp_path, settings, vllm_backend, [str(suite_file)], 1, run_id="t2")
+    assert again.suites[0].training.origin == "cached"
