@@ -112,12 +112,21 @@ def make_backend(settings: Settings, model_dir: Path) -> Backend:
     """Start the engine ``settings.backend`` names, on the base model folder ``model_dir``.
 
     Imports are local so that choosing the transformers backend never imports vLLM (~10 s and
-    a fork-unsafe engine), and the reverse.
+    a fork-unsafe engine), and the reverse; ``remote`` talks HTTP to a `vllm serve` server at
+    ``settings.vllm_url`` and imports neither engine.
     """
     if settings.backend == "vllm":
         from router.backends.vllm_local import VLLMBackend
 
         return VLLMBackend(settings, model_dir)
+    if settings.backend == "remote":
+        if not settings.vllm_url:
+            from ragtune.errors import ConfigError
+
+            raise ConfigError("backend=remote needs the server's URL: set RAGTUNE_VLLM_URL (e.g. http://127.0.0.1:8000/v1).")
+        from router.backends.remote import RemoteVLLMBackend
+
+        return RemoteVLLMBackend(settings, model_dir)
     if settings.backend == "transformers":
         from router.backends.hf import TransformersBackend
 
