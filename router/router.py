@@ -9,11 +9,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 
-from ragtune.errors import InvalidRequestError, NotFoundError
+from ragtune.errors import ConfigError, InvalidRequestError, NotFoundError
 from ragtune.settings import Settings
 from router.backends.base import Backend, GenerationRequest
 from router.prompt import PromptBuilder
-from router.schemas import Answer, ChatQuery, Citation, Route
+from router.routes import RouteSpec, check_routes, load_routes
+from router.schemas import Answer, ChatMessage, ChatQuery, Citation, Route
 
 BASE = "base"
 
@@ -21,36 +22,115 @@ BASE = "base"
 class Router:
     """Resolves a query's route, retrieves when asked, builds the prompt and generates."""
 
-    def __init__(self, settings: Settings, backend: Backend, prompts: PromptBuilder, store=None):
+    def __init__(self, settings: Settings, backend: Backend, prompts: PromptBuilder, store=None,
+                 routes: dict[str, RouteSpec] | None = None):
         self.settings = settings
         self.backend = backend
         self.prompts = prompts
         self.store = store  # retriever.store.FactStore, or None when retrieval is unavailable
+        # Named routes (settings.routes_file), checked against the adapters loaded now.
+        source = str(settings.routes_file) if routes is None else "<routes>"
+        self.routes = load_routes(settings.routes_file) if routes is None else routes
+        check_routes(self.routes, backend.adapter_names(), source)
 
     def model_names(self) -> list[str]:
-        return [BASE, *sorted(self.backend.adapter_names())]
+        return [BASE, *sorted(self.backend.adapter_names()), *sorted(self.routes)]
 
     def resolve_route(self, query: ChatQuery) -> Route:
         """Name the adapter and retrieval choice for a query, and say why."""
-        adapter = query.adapter
+        return self._plan(query)[0]
+
+    def _plan(self, query: ChatQuery) -> tuple[Route, ChatQuery, list]:
+        """The route taken, the query with the route's defaults filled in, and the passages to use.
+
+        ``retrieval: auto`` searches here: the passages are kept only when the best score reaches
+        ``settings.retrieval_threshold``.
+        """
+        spec = self.routes.get(query.model)
+        adapters = self.backend.adapter_names()
         reasons = []
+        if spec is not None:
+            reasons.append(f"route '{query.model}'")
+        adapter = query.adapter
         if adapter:
             reasons.append(f"adapter '{adapter}' requested explicitly")
+        elif spec is not None:
+            adapter = spec.adapter
+            if adapter is not None and adapter not in adapters:
+                raise ConfigError(
+                    f"Route '{query.model}' names adapter '{adapter}', which is not loaded "
+                    f"(loaded: {', '.join(sorted(adapters)) or 'none'}).",
+                )
+            reasons.append(f"route adapter '{adapter}'" if adapter else "route uses the base model")
         elif query.model != BASE:
             adapter = query.model
             reasons.append(f"model '{query.model}' names an adapter")
         else:
             reasons.append("base model requested")
-        if adapter is not None and adapter not in self.backend.adapter_names():
+        if adapter is not None and adapter not in adapters:
             known = ", ".join(self.model_names())
-            raise NotFoundError(f"Unknown adapter or model '{adapter}'. Available: {known}.", param="model")
-        if query.retrieval:
+            raise NotFoundError(f"Unknown adapter, route or model '{adapter}'. Available: {known}.", param="model")
+
+        q = self._with_route_defaults(query, spec)
+        if query.retrieval is not None:
+            mode = {True: "on", False: "off"}.get(query.retrieval, query.retrieval)
+            origin = "requested"
+        elif spec is not None:
+            mode, origin = spec.retrieval, "route default"
+        else:
+            mode, origin = "off", "default"
+        passages: list = []
+        if mode == "on":
             if self.store is None:
                 raise InvalidRequestError("Retrieval was requested but no fact store is configured.", param="retrieval")
-            reasons.append("retrieval requested")
+            passages = self._retrieve(q)
+            reasons.append(f"retrieval on ({origin})")
+        elif mode == "auto":
+            if self.store is None:
+                reasons.append(f"retrieval auto ({origin}): no fact store configured, answered without passages")
+            else:
+                try:
+                    found = self._retrieve(q)
+                except NotFoundError as exc:  # nothing ingested yet for this collection/tenant
+                    found = []
+                    reasons.append(f"retrieval auto: {exc.message}")
+                threshold = self.settings.retrieval_threshold
+                if not found:
+                    reasons.append(f"retrieval auto ({origin}): no passages found, answered without")
+                elif found[0].score >= threshold:
+                    passages = found
+                    reasons.append(
+                        f"retrieval auto ({origin}): best score {found[0].score:.3f} >= threshold {threshold:.3f}, "
+                        f"retrieved {len(found)} passage(s)"
+                    )
+                else:
+                    reasons.append(
+                        f"retrieval auto ({origin}): best score {found[0].score:.3f} < threshold {threshold:.3f}, "
+                        "answered without passages"
+                    )
         else:
-            reasons.append("no retrieval requested")
-        return Route(name=adapter or BASE, adapter=adapter, retrieval=query.retrieval, reason="; ".join(reasons))
+            reasons.append("no retrieval requested" if origin == "default" else f"retrieval off ({origin})")
+        name = query.model if spec is not None else (adapter or BASE)
+        route = Route(name=name, adapter=adapter, retrieval=bool(passages) or mode == "on", reason="; ".join(reasons))
+        return route, q, passages
+
+    @staticmethod
+    def _with_route_defaults(query: ChatQuery, spec: RouteSpec | None) -> ChatQuery:
+        if spec is None:
+            return query
+        update: dict = {}
+        for field in ("collection", "tenant", "top_k"):
+            if getattr(query, field) is None and getattr(spec, field) is not None:
+                update[field] = getattr(spec, field)
+        if spec.system_prompt and not any(m.role == "system" for m in query.messages):
+            update["messages"] = [ChatMessage(role="system", content=spec.system_prompt), *query.messages]
+        fmt = spec.response_format
+        if fmt is not None and query.json_schema is None and not query.json_object:
+            if fmt.type == "json_schema":
+                update["json_schema"] = fmt.json_schema.schema_
+            elif fmt.type == "json_object":
+                update["json_object"] = True
+        return query.model_copy(update=update) if update else query
 
     def answer(self, query: ChatQuery) -> Answer:
         return self.answer_batch([query])[0]
@@ -58,8 +138,10 @@ class Router:
     def answer_batch(self, queries: Sequence[ChatQuery]) -> list[Answer]:
         """Answer several queries in one engine batch (eval uses this; so can a server)."""
         start = time.perf_counter()
-        routes = [self.resolve_route(q) for q in queries]
-        passages = [self._retrieve(q) if r.retrieval else [] for q, r in zip(queries, routes)]
+        plans = [self._plan(q) for q in queries]
+        routes = [r for r, _, _ in plans]
+        passages = [ps for _, _, ps in plans]
+        queries = [q for _, q, _ in plans]
         requests = [self._request(q, r, ps) for q, r, ps in zip(queries, routes, passages)]
         generations = self.backend.generate(requests)  # backends serialise engine access themselves
         latency_ms = (time.perf_counter() - start) * 1000
@@ -78,8 +160,7 @@ class Router:
         answer and it comes as one piece.
         """
         start = time.perf_counter()
-        route = self.resolve_route(query)
-        passages = self._retrieve(query) if route.retrieval else []
+        route, query, passages = self._plan(query)
         request = self._request(query, route, passages)
         citations = _citations(passages)
         stream_fn = getattr(self.backend, "generate_stream", None)

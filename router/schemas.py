@@ -18,9 +18,13 @@ class ChatQuery(BaseModel):
     """One question to answer: the conversation plus how to route it."""
 
     messages: list[ChatMessage] = Field(min_length=1, description="The conversation; the last one must be the user's.")
-    model: str = Field(default="base", description="'base' or an adapter name.")
+    model: str = Field(default="base", description="'base', a route name or an adapter name.")
     adapter: str | None = Field(default=None, description="Adapter to apply; overrides `model`.")
-    retrieval: bool = Field(default=False, description="Retrieve passages and cite them.")
+    retrieval: bool | Literal["auto"] | None = Field(
+        default=None,
+        description="Retrieve passages and cite them: true, false, or 'auto' (retrieve when the best passage "
+        "scores at least settings.retrieval_threshold). None = the route's default (off without a route).",
+    )
     collection: str | None = None
     tenant: str | None = None
     top_k: int | None = Field(default=None, ge=1, le=50)
@@ -54,10 +58,10 @@ class Citation(BaseModel):
 
 
 class Route(BaseModel):
-    name: str
-    adapter: str | None
-    retrieval: bool
-    reason: str
+    name: str = Field(description="The route taken: a route name, an adapter name, or 'base'.")
+    adapter: str | None = Field(description="The adapter applied; None = base model.")
+    retrieval: bool = Field(description="Whether passages were retrieved and put in the prompt.")
+    reason: str = Field(description="Why: the route, the adapter choice, and the retrieval decision.")
 
 
 class Answer(BaseModel):

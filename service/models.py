@@ -1,4 +1,4 @@
-"""GET /v1/models: the base model and every adapter served on it."""
+"""GET /v1/models: the base model, every adapter served on it, and the named routes."""
 
 from __future__ import annotations
 
@@ -15,4 +15,5 @@ def list_models(engine: CurrentRouter) -> ModelList:
     base = engine.settings.base_model
     cards = [ModelCard(id="base", kind="base", root=base)]
     cards += [ModelCard(id=name, kind="adapter", root=base) for name in sorted(engine.backend.adapter_names())]
+    cards += [ModelCard(id=name, kind="route", root=base) for name in sorted(getattr(engine, "routes", {}))]
     return ModelList(data=cards)

@@ -78,7 +78,9 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
     # ragtune's additions
-    retrieval: bool = False
+    retrieval: bool | Literal["auto"] | None = Field(
+        default=None, description="true, false or 'auto'; unset = the route's default (off for an adapter or base)."
+    )
     adapter: str | None = None
     collection: str | None = None
     tenant: str | None = None
@@ -146,7 +148,7 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int = 0
     owned_by: str = "ragtune"
-    kind: Literal["base", "adapter"]
+    kind: Literal["base", "adapter", "route"]
     root: str
 
 
