@@ -139,6 +139,8 @@ class RemoteVLLMBackend(Backend):
         if r.status_code == 404:
             raise NotFoundError(f"{where}: {message}", param=param)
         if r.status_code in (400, 422):
+            if param == "response_format":
+                raise InvalidRequestError(f"{where} refused the response_format: {message}", param=param)
             raise InvalidRequestError(f"{where}: {message}", param=param)
         if r.status_code == 503:
             raise BackendUnavailableError(f"{where} is unavailable: {message}")
