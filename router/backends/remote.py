@@ -19,6 +19,10 @@ engine keeps the weights in their slot until it needs the room. So start the ser
 ``--max-loras`` >= (adapters it will serve, counting each reload under a new name) + 1 and keep
 ``RAGTUNE_MAX_LORAS`` equal to it: this backend logs a warning once more distinct adapters have
 been loaded than that leaves safe.
+
+Replacing a loaded adapter reloads it in place on the server (same LoRA id, same slot). vLLM does
+not invalidate prefix-cache blocks computed with the old weights, so put changed weights in a new
+folder (or run the server with ``--no-enable-prefix-caching``).
 """
 
 from __future__ import annotations
