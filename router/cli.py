@@ -15,7 +15,14 @@ def register(app: typer.Typer) -> None:
     def ask(
         question: Annotated[str, typer.Argument(help="The question to answer.")],
         adapter: Annotated[str | None, typer.Option(help="Adapter (style) to apply.")] = None,
-        retrieval: Annotated[bool, typer.Option("--retrieval/--no-retrieval", help="Retrieve and cite passages.")] = False,
+        model: Annotated[str, typer.Option(help="A route name (settings.routes_file), an adapter, or 'base'.")] = "base",
+        retrieval: Annotated[
+            bool | None,
+            typer.Option("--retrieval/--no-retrieval", help="Retrieve and cite passages (default: the route's choice, else off)."),
+        ] = None,
+        auto: Annotated[
+            bool, typer.Option("--auto", help="Retrieve only if the best passage reaches settings.retrieval_threshold.")
+        ] = False,
         collection: Annotated[str | None, typer.Option(help="Chroma collection to search.")] = None,
         tenant: Annotated[str | None, typer.Option(help="Tenant whose documents to search.")] = None,
         max_tokens: Annotated[int | None, typer.Option(help="Tokens to generate.")] = None,
@@ -24,13 +31,15 @@ def register(app: typer.Typer) -> None:
         from router.factory import build_router
         from router.schemas import ChatMessage, ChatQuery
 
-        router = build_router(Settings(), with_store=retrieval)
+        wanted = "auto" if auto else retrieval
+        router = build_router(Settings(), with_store=wanted is not False)
         try:
             answer = router.answer(
                 ChatQuery(
                     messages=[ChatMessage(role="user", content=question)],
+                    model=model,
                     adapter=adapter,
-                    retrieval=retrieval,
+                    retrieval=wanted,
                     collection=collection,
                     tenant=tenant,
                     max_tokens=max_tokens,
@@ -43,3 +52,58 @@ def register(app: typer.Typer) -> None:
         for c in answer.citations:
             console.print(f"[dim][{c.index}] {c.id} ({c.source}, score {c.score:.2f})[/dim]")
         console.print(f"[dim]route: {answer.route.name} — {answer.route.reason}[/dim]")
+
+    @app.command("parity")
+    def parity(
+        adapter: Annotated[str, typer.Argument(help="Adapter name (in the adapters folder) or an adapter folder.")],
+        prompts: Annotated[int, typer.Option(help="Prompts to compare (2/3 in the adapter's style, the rest generic).")] = 6,
+        tokens: Annotated[int, typer.Option(help="Greedy tokens generated per prompt.")] = 16,
+        min_identical: Annotated[
+            int, typer.Option(help="Fail when a prompt agrees on fewer tokens than this (bf16 ties flip late tokens).")
+        ] = 8,
+        json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    ) -> None:
+        """Compare greedy tokens of vLLM+adapter with transformers+peft+adapter (vLLM issue #10798).
+
+        Exits 1 when any prompt diverges before --min-identical tokens.
+        """
+        import json
+        from pathlib import Path
+
+        from ragtune.models import prepare_base_model
+        from router.adapters import validate_adapter_dir
+        from router.backends.hf import TransformersBackend
+        from router.backends.vllm_local import VLLMBackend
+        from router.parity import check_parity, parity_prompts
+        from router.prompt import PromptBuilder
+
+        settings = Settings()
+        path = Path(adapter)
+        if not path.is_dir():
+            path = settings.resolved_adapters_dir / adapter
+            if not path.is_dir():
+                path = Path("adapters") / adapter  # the shipped adapters, from the repository root
+        info = validate_adapter_dir(path, settings.max_lora_rank)
+        name = info.name
+        model_dir = prepare_base_model(settings)
+        chosen = parity_prompts(path, prompts)
+        console = Console()
+        vllm = VLLMBackend(settings, model_dir)
+        hf = TransformersBackend(settings.model_copy(update={"backend": "transformers"}), model_dir)
+        try:
+            vllm.load_adapter(name, path)
+            hf.load_adapter(name, path)
+            report = check_parity(vllm, hf, name, chosen, PromptBuilder(model_dir), tokens=tokens,
+                                  min_identical=min_identical)
+        finally:
+            vllm.close()
+            hf.close()
+        if json_out:
+            console.print_json(json.dumps(report.to_json()))
+        else:
+            for r in report.results:
+                mark = "ok " if report.passed(r) else "BAD"
+                console.print(f"{mark} [{r.kind}] {r.prompt[:60]!r}: {r.describe()}")
+            console.print(report.summary())
+        if not report.ok:
+            raise typer.Exit(1)
