@@ -125,7 +125,7 @@ class Router:
         if spec.system_prompt and not any(m.role == "system" for m in query.messages):
             update["messages"] = [ChatMessage(role="system", content=spec.system_prompt), *query.messages]
         fmt = spec.response_format
-        if fmt is not None and query.json_schema is None and not query.json_object:
+        if fmt is not None and query.json_schema is None and not query.json_object and not query.plain_text:
             if fmt.type == "json_schema":
                 update["json_schema"] = fmt.json_schema.schema_
             elif fmt.type == "json_object":

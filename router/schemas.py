@@ -37,6 +37,9 @@ class ChatQuery(BaseModel):
         default=None, description="Constrain the answer to JSON valid against this JSON Schema (OpenAI json_schema)."
     )
     json_object: bool = Field(default=False, description="Constrain the answer to a JSON object (OpenAI json_object).")
+    plain_text: bool = Field(
+        default=False, description="The caller asked for plain text (OpenAI type 'text'): no route JSON default."
+    )
 
     @field_validator("messages")
     @classmethod

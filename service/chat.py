@@ -54,6 +54,7 @@ def to_query(body: ChatCompletionRequest) -> ChatQuery:
         seed=body.seed,
         json_schema=fmt.json_schema.schema_ if fmt is not None and fmt.type == "json_schema" else None,
         json_object=fmt is not None and fmt.type == "json_object",
+        plain_text=fmt is not None and fmt.type == "text",  # overrides a route's JSON default
     )
 
 

@@ -155,6 +155,8 @@ def test_request_fields_override_route_defaults(tmp_path):
     assert (q.top_k, q.collection) == (5, "c2")
     _, q, _ = router._plan(_q("json-route", retrieval=False))
     assert q.json_object and (q.top_k, q.collection) == (2, "kb-main")
+    _, q, _ = router._plan(_q("json-route", retrieval=False, plain_text=True))  # response_format {type: text}
+    assert not q.json_object and q.json_schema is None
 
 
 def test_retrieval_on_route_needs_a_store(tmp_path):
