@@ -68,3 +68,15 @@ def test_shipped_adapters_match_peft(shipped, base_model_dir, adapter):
     assert report.ok, report.summary()
     identical = sum(r.first_divergence is None for r in report.results)
     assert identical >= len(report.results) - 1, report.summary()
+
+
+def test_parity_cli_unknown_adapter_is_a_clear_error(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RAGTUNE_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "ragtune.cli", "parity", "no-such-adapter"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "no-such-adapter" in done.stdout + done.stderr
