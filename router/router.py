@@ -69,7 +69,9 @@ class Router:
             reasons.append("base model requested")
         if adapter is not None and adapter not in adapters:
             known = ", ".join(self.model_names())
-            raise NotFoundError(f"Unknown adapter, route or model '{adapter}'. Available: {known}.", param="model")
+            raise NotFoundError(
+                f"Unknown adapter or model '{adapter}'. Available (base, adapters, routes): {known}.", param="model"
+            )
 
         q = self._with_route_defaults(query, spec)
         if query.retrieval is not None:

@@ -122,7 +122,7 @@ def test_without_routes_file_behaviour_is_unchanged(tmp_path):
     assert (route.name, route.adapter, route.retrieval) == ("base", None, False)
     route = router.resolve_route(_q("e2e-json"))
     assert (route.name, route.adapter, route.retrieval) == ("e2e-json", "e2e-json", False)
-    with pytest.raises(NotFoundError, match="Unknown adapter, route or model 'nope'"):
+    with pytest.raises(NotFoundError, match="Unknown adapter or model 'nope'"):
         router.resolve_route(_q("nope"))
     with pytest.raises(InvalidRequestError, match="no fact store"):
         router.resolve_route(_q("base", retrieval=True))
