@@ -28,12 +28,22 @@ demo: install
 	$(RAGTUNE) models prepare
 	$(RAGTUNE) ingest data/demo/corpus --collection demo
 	$(WITH_ADAPTERS) $(PY) -m ragtune.demo
+	@echo "A small comparison of base / rag-only / ft-only / hybrid (few items; make eval runs them all):"
+	$(WITH_ADAPTERS) $(RAGTUNE) eval --suite facts --suite format --suite hybrid --limit 6 --run-id demo --no-progress
 
 test: install
 	$(PY) -m pytest -q --durations=15
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
+
+# The full comparison on the shipped suites (the changing-facts suite trains a small adapter on CPU).
+eval: install
+	$(WITH_ADAPTERS) $(RAGTUNE) eval --suite all
+
+bench: install
+	$(PY) bench/multi_lora.py
+	$(PY) bench/http_overhead.py
 
 serve: install
 	$(WITH_ADAPTERS) $(RAGTUNE) serve
