@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ragtune.errors import NotFoundError
+from ragtune.errors import ConfigError, NotFoundError
 
 if TYPE_CHECKING:
     from ragtune.settings import Settings
@@ -61,6 +61,7 @@ class Backend(ABC):
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
+        self._closed = False
 
     @abstractmethod
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
@@ -78,9 +79,21 @@ class Backend(ABC):
     def adapter_names(self) -> list[str]:
         """Names of the loaded adapters, sorted."""
 
-    @abstractmethod
     def close(self) -> None:
         """Release the engine (processes, memory). Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._release()
+
+    @abstractmethod
+    def _release(self) -> None:
+        """Free what this engine holds; called once, under the lock, by :meth:`close`."""
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise ConfigError(f"The {self.name} backend has been closed.")
 
     # Shared helpers -------------------------------------------------------------------------
 
@@ -119,11 +132,7 @@ def make_backend(settings: Settings, model_dir: Path) -> Backend:
         from router.backends.vllm_local import VLLMBackend
 
         return VLLMBackend(settings, model_dir)
-    if settings.backend == "remote":
-        if not settings.vllm_url:
-            from ragtune.errors import ConfigError
-
-            raise ConfigError("backend=remote needs the server's URL: set RAGTUNE_VLLM_URL (e.g. http://127.0.0.1:8000/v1).")
+    if settings.backend == "remote":  # it refuses a missing vllm_url itself
         from router.backends.remote import RemoteVLLMBackend
 
         return RemoteVLLMBackend(settings, model_dir)

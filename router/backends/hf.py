@@ -14,7 +14,7 @@ import itertools
 import logging
 from pathlib import Path
 
-from ragtune.errors import ConfigError, InvalidRequestError
+from ragtune.errors import InvalidRequestError
 from ragtune.settings import Settings
 from router.adapters import AdapterInfo, validate_adapter_dir, validate_adapter_name
 from router.backends.base import Backend, Generation, GenerationRequest
@@ -43,7 +43,6 @@ class TransformersBackend(Backend):
         # a replacement is loaded beside the old one and the old one removed only on success.
         self._adapters: dict[str, tuple[AdapterInfo, str]] = {}
         self._seq = itertools.count(1)
-        self._closed = False
 
     # Adapters -------------------------------------------------------------------------------
 
@@ -171,15 +170,7 @@ class TransformersBackend(Backend):
 
     # Lifecycle ------------------------------------------------------------------------------
 
-    def _ensure_open(self) -> None:
-        if self._closed:
-            raise ConfigError("The transformers backend has been closed.")
-
-    def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._peft = None
-            self._base = None
-            gc.collect()
+    def _release(self) -> None:
+        self._peft = None
+        self._base = None
+        gc.collect()

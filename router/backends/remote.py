@@ -95,7 +95,6 @@ class RemoteVLLMBackend(Backend):
             limits=httpx.Limits(max_connections=_MAX_PARALLEL, max_keepalive_connections=_MAX_PARALLEL),
         )
         self._pool = ThreadPoolExecutor(max_workers=_MAX_PARALLEL, thread_name_prefix="remote-vllm")
-        self._closed = False
         self._adapters: dict[str, AdapterInfo] = {}
         self._ever_loaded: set[tuple[str, str]] = set()  # (name, path) pairs sent to the server
         self._wait_healthy(float(os.environ.get(WAIT_ENV, "0")) if wait_s is None else wait_s)
@@ -350,18 +349,10 @@ class RemoteVLLMBackend(Backend):
 
     # Lifecycle ------------------------------------------------------------------------------
 
-    def _ensure_open(self) -> None:
-        if self._closed:
-            raise ConfigError("The remote vLLM backend has been closed.")
-
-    def close(self) -> None:
+    def _release(self) -> None:
         """Close the connections. The server keeps running (and keeps its adapters)."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._client.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._client.close()
 
 
 def _param(req: GenerationRequest) -> str | None:

@@ -76,7 +76,6 @@ class VLLMBackend(Backend):
         self._adapters: dict[str, _Registered] = {}
         self._ids = itertools.count(1)  # LoRARequest ids must be >= 1 and never reused
         self._slots = SlotPlanner(settings.max_loras - 1)
-        self._closed = False
 
     # Adapters -------------------------------------------------------------------------------
 
@@ -309,21 +308,13 @@ class VLLMBackend(Backend):
 
     # Lifecycle ------------------------------------------------------------------------------
 
-    def _ensure_open(self) -> None:
-        if self._closed:
-            raise ConfigError("The vLLM backend has been closed.")
-
-    def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            engine = getattr(self._llm, "llm_engine", None)
-            core = getattr(engine, "engine_core", None)
-            if core is not None and hasattr(core, "shutdown"):
-                core.shutdown()  # stops the engine-core process now rather than at interpreter exit
-            del self._llm
-            gc.collect()
+    def _release(self) -> None:
+        engine = getattr(self._llm, "llm_engine", None)
+        core = getattr(engine, "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()  # stops the engine-core process now rather than at interpreter exit
+        del self._llm
+        gc.collect()
 
 
 def _client_errors() -> tuple[type[BaseException], ...]:
