@@ -169,6 +169,21 @@ def _planner_estimate(args, upcast: bool, loss_impl: str = "full", autocast: boo
     }
 
 
+def _finish(result: dict, args, tmp: Path | None, marks: tuple[float, float, float]) -> int:
+    """Add the phase timings and the planner's estimate, write the JSON, drop the temp model."""
+    t_start, t_built, t_loaded = marks
+    result["seconds"] = {
+        "build_and_save": round(t_built - t_start, 1),
+        "load_quantised": round(t_loaded - t_built, 1),
+        "total": round(time.perf_counter() - t_start, 1),
+    }
+    _add_estimate(result)
+    _write(result, args.out)
+    if tmp is not None:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
 def _write(result: dict, out: Path | None) -> None:
     text = json.dumps(result, indent=2)
     print(text)
@@ -362,16 +377,7 @@ def main(argv=None) -> int:
             "static_after_load_gib": round(static_gib, 3),
         }
         result.update(_train_trl(args, model))
-        result["seconds"] = {
-            "build_and_save": round(t_built - t_start, 1),
-            "load_quantised": round(t_loaded - t_built, 1),
-            "total": round(time.perf_counter() - t_start, 1),
-        }
-        _add_estimate(result)
-        _write(result, args.out)
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return 0
+        return _finish(result, args, tmp, (t_start, t_built, t_loaded))
 
     gc_kwargs = {"use_reentrant": False}
     if args.kbit_prepare:
@@ -445,17 +451,8 @@ def main(argv=None) -> int:
         "tokens_per_s": round(tokens / (sum(timed) / len(timed)), 1),
         "step_seconds": [round(t, 3) for t in step_times],
         "losses": losses,
-        "seconds": {
-            "build_and_save": round(t_built - t_start, 1),
-            "load_quantised": round(t_loaded - t_built, 1),
-            "total": round(time.perf_counter() - t_start, 1),
-        },
     }
-    _add_estimate(result)
-    _write(result, args.out)
-    if tmp is not None:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return 0
+    return _finish(result, args, tmp, (t_start, t_built, t_loaded))
 
 
 if __name__ == "__main__":
