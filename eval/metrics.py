@@ -6,27 +6,14 @@ style score lives in ``eval.style`` because it needs the embedding model.
 
 from __future__ import annotations
 
-import json
-import re
-import string
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
-_PUNCT = set(string.punctuation)
+from ragtune.jsonformat import json_scores, parse_strict
+from ragtune.textnorm import normalize_answer
 
-
-def normalize_answer(text: str) -> str:
-    """SQuAD v1.1 normalisation: lower-case, drop punctuation and articles, squeeze whitespace.
-
-    Why SQuAD's exact rule: TimeQA text is whitespace-tokenised ('University of Arizona , Tucson'),
-    so a fair comparison must ignore punctuation spacing, and this is the rule the field reports.
-    """
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in _PUNCT)
-    text = _ARTICLES.sub(" ", text)
-    return " ".join(text.split())
+__all__ = ["contains_answer", "exact_match", "fact_scores", "json_scores", "name_correct", "normalize_answer",
+           "qa_scores", "token_f1"]
 
 
 def exact_match(prediction: str, answers: Sequence[str]) -> float:
@@ -64,66 +51,16 @@ def contains_answer(prediction: str, answer: str) -> bool:
 
 
 # --- JSON format ----------------------------------------------------------------------------
-
-
-def parse_json_object(output: str) -> dict[str, Any] | None:
-    """The output parsed as a JSON object, or None.
-
-    Strict on purpose: the *whole* stripped output must be one JSON object. A model that wraps
-    the JSON in prose has not learned the format, and a caller's ``json.loads`` would fail too.
-    """
-    try:
-        value = json.loads(output.strip())
-    except (json.JSONDecodeError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _norm_value(value: Any) -> str:
-    # Values are compared as normalised strings so that "5 out of 5" and "5 Out of 5." agree
-    # and a number written as 5 or "5" agrees too; structure inside values is not expected here.
-    if isinstance(value, str):
-        return normalize_answer(value)
-    return normalize_answer(json.dumps(value, sort_keys=True, ensure_ascii=False))
-
-
-def field_pairs(obj: Mapping[str, Any]) -> set[tuple[str, str]]:
-    return {(str(k).strip(), _norm_value(v)) for k, v in obj.items()}
-
-
-def json_scores(output: str, gold: Mapping[str, Any]) -> dict[str, float]:
-    """validity, key-set match, field-level F1 over (key, normalised value) pairs, exact match.
-
-    An output that does not parse scores 0 on everything (it cannot be used by a program).
-    """
-    parsed = parse_json_object(output)
-    if parsed is None:
-        return {"json_valid": 0.0, "key_match": 0.0, "field_f1": 0.0, "json_exact": 0.0}
-    pred_pairs = field_pairs(parsed)
-    gold_pairs = field_pairs(gold)
-    same = len(pred_pairs & gold_pairs)
-    if not pred_pairs and not gold_pairs:
-        f1 = 1.0
-    elif same == 0:
-        f1 = 0.0
-    else:
-        precision = same / len(pred_pairs)
-        recall = same / len(gold_pairs)
-        f1 = 2 * precision * recall / (precision + recall)
-    return {
-        "json_valid": 1.0,
-        "key_match": float({str(k).strip() for k in parsed} == {str(k).strip() for k in gold}),
-        "field_f1": f1,
-        "json_exact": float(pred_pairs == gold_pairs),
-    }
+# The scorer is shared with the trainer's task metric (ragtune.jsonformat); only the eval-only
+# ``name`` check lives here.
 
 
 def name_correct(output: str, name: str) -> float:
-    """1.0 if the output parses and its ``name`` field is ``name`` (normalised)."""
-    parsed = parse_json_object(output)
-    if parsed is None or "name" not in parsed:
+    """1.0 if the output parses as an object and its ``name`` field is ``name`` (normalised)."""
+    parsed = parse_strict(output)
+    if not isinstance(parsed, dict) or "name" not in parsed:
         return 0.0
-    return float(_norm_value(parsed["name"]) == normalize_answer(name))
+    return float(normalize_answer(str(parsed["name"])) == normalize_answer(name))
 
 
 # --- Changing facts ---------------------------------------------------------------------------

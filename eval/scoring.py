@@ -11,11 +11,12 @@ def score_outputs(suite: Suite, items: list[Item], outputs: list[str], style=Non
     if kind == "qa":
         return [metrics.qa_scores(o, _answers(it.reference)) for it, o in zip(items, outputs)]
     if kind == "json":
+        schema = suite.json_schema
         scores = []
         for it, o in zip(items, outputs):
             if not isinstance(it.reference, dict):
                 raise ValueError(f"item {it.id}: a 'json' suite needs a JSON object as reference")
-            s = metrics.json_scores(o, it.reference)
+            s = metrics.json_scores(o, it.reference, schema)
             if it.name is not None:
                 s["name_correct"] = metrics.name_correct(o, it.name)
             scores.append(s)

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ragtune.errors import ConfigError
+from ragtune.jsonformat import Validator, load_schema
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_DIR = Path(__file__).resolve().parent / "suites"
@@ -28,7 +29,8 @@ Expectation = Literal["rag", "ft", "both"]
 # The metrics each metric kind produces, the direction of each (True = higher is better).
 METRIC_KINDS: dict[str, dict[str, bool]] = {
     "qa": {"em": True, "f1": True},
-    "json": {"field_f1": True, "json_valid": True, "key_match": True, "json_exact": True, "name_correct": True},
+    "json": {"field_f1": True, "json_valid": True, "schema_valid": True, "key_match": True, "json_exact": True,
+             "name_correct": True},
     "style": {"style": True, "content": True},
     "fact": {"current": True, "stale": False},
 }
@@ -116,12 +118,20 @@ class PromptSpec(_Strict):
 class MetricSpec(_Strict):
     kind: Literal["qa", "json", "style", "fact"]
     primary: str = Field(description="The metric the decision is made on.")
+    schema_path: Path | None = Field(
+        default=None, alias="schema",
+        description="'json' metric: a JSON Schema the answer must satisfy (adds the schema_valid score).",
+    )
 
     @model_validator(mode="after")
     def _primary_exists(self) -> MetricSpec:
         known = METRIC_KINDS[self.kind]
         if self.primary not in known:
             raise ValueError(f"primary {self.primary!r} is not a '{self.kind}' metric (one of: {', '.join(known)})")
+        if self.schema_path is not None and self.kind != "json":
+            raise ValueError(f"'schema' applies to the 'json' metric only (this one is '{self.kind}')")
+        if self.primary == "schema_valid" and self.schema_path is None:
+            raise ValueError("primary 'schema_valid' needs 'schema' (a JSON Schema file)")
         return self
 
 
@@ -279,6 +289,12 @@ class Suite:
         rows = fs.select.apply(read_jsonl(fs.path), fs.input_field)[: fs.count]
         return [(render(fs.user or self.spec.prompt.user, r), render(fs.assistant, r)) for r in rows]
 
+    @cached_property
+    def json_schema(self) -> Validator | None:
+        """The 'json' metric's schema validator, or None when the suite declares no schema."""
+        path = self.spec.metric.schema_path
+        return load_schema(resolve_path(path)) if path else None
+
     def fingerprint(self) -> str:
         return hashlib.sha256(self.spec.model_dump_json().encode()).hexdigest()[:12]
 
@@ -302,7 +318,9 @@ def load_suite(path: Path) -> Suite:
         )
         first = exc.errors()[0]["loc"]
         raise ConfigError(f"{path.name}: {problems}", param=".".join(str(p) for p in first) or None) from exc
-    return Suite(spec, path)
+    suite = Suite(spec, path)
+    _ = suite.json_schema  # a missing or broken schema fails here, not after the arms have generated
+    return suite
 
 
 def shipped_suites() -> dict[str, Path]:

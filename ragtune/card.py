@@ -57,10 +57,14 @@ class TaskMetrics(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["json"] = Field(description="'json': completions are JSON; scored on validity and exact match.")
+    kind: Literal["json"] = Field(description="'json': completions are JSON; scored by ragtune.jsonformat.")
     rows: int = Field(description="Held-out rows generated for.")
     json_valid_rate: float = Field(description="Share of generations that parse as JSON.")
-    exact_match_rate: float = Field(description="Share whose parsed JSON equals the reference's parsed JSON.")
+    exact_match_rate: float = Field(description="Share whose parsed JSON equals the reference's (values normalised).")
+    schema_valid_rate: float | None = Field(
+        default=None, description="Share that also satisfy the config's JSON Schema (None: no schema given)."
+    )
+    field_f1: float | None = Field(default=None, description="Mean F1 over (key, value) pairs (object references).")
     samples: list[dict[str, Any]] = Field(default_factory=list, description="A few (prompt, expected, generated) rows.")
 
 

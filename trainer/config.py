@@ -90,6 +90,10 @@ class TrainConfig(BaseModel):
     # --- After training
     task_eval_limit: int = Field(default=50, description="Held-out rows generated for the task metric (0 skips it).")
     task_max_new_tokens: int = Field(default=256, description="Generation cap for the task metric.")
+    json_schema: Path | None = Field(
+        default=None, description="JSON Schema the completions follow (format data): the task metric also reports "
+        "schema validity, and training refuses rows whose completion breaks it.",
+    )
 
     # --- Cost and output
     gpu_hour_usd: float = Field(default=3.5, description="Price of one GPU hour (default: an H200 on demand).")

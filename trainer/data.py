@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ragtune.errors import InvalidRequestError
+from ragtune.jsonformat import Validator, parse_strict
 from ragtune.templates import render_messages
 
 Format = Literal["chat", "prompt-completion", "alpaca"]
@@ -134,6 +135,22 @@ def load_training_file(path: Path) -> TrainingFile:
     problems.raise_if_any()
     assert file_format is not None
     return TrainingFile(path, file_format, hashlib.sha256(raw).hexdigest(), examples)
+
+
+def check_completions_schema(data: TrainingFile, schema: Validator, schema_path: Path) -> None:
+    """Every completion must be JSON that satisfies the format's schema; else list the bad lines.
+
+    A format adapter learns exactly what its completions show, so one off-schema label teaches
+    the model to break the format it exists to keep.
+    """
+    problems = _Problems(data.path)
+    for example in data.examples:
+        value = parse_strict(example.completion)
+        if value is None:
+            problems.add(example.line, "completion is not one JSON object or array")
+        elif errors := schema(value):
+            problems.add(example.line, f"completion breaks {schema_path.name}: {errors[0]}")
+    problems.raise_if_any()
 
 
 def _parse_records(raw: bytes, path: Path, problems: _Problems) -> list[tuple[int, dict[str, Any]]]:

@@ -127,7 +127,9 @@ def _metric_rows(card: AdapterCard) -> list[tuple[str, str]]:
     if m.task:
         rows += [
             (f"JSON valid ({m.task.rows} held-out rows)", f"{m.task.json_valid_rate:.1%}"),
+            ("JSON schema-valid", fmt(m.task.schema_valid_rate, ".1%")),
             ("JSON exact match", f"{m.task.exact_match_rate:.1%}"),
+            ("JSON field F1", fmt(m.task.field_f1, ".3f")),
         ]
     return rows
 

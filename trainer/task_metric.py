@@ -1,7 +1,9 @@
 """Task metric after training: does the adapter produce the format on held-out rows?
 
 For format data (every completion parses as JSON) the saved adapter generates greedily for up to
-``limit`` held-out prompts and is scored on JSON validity and exact match of the parsed JSON.
+``limit`` held-out prompts and is scored with the same rules as eval's format suites
+(``ragtune.jsonformat``): strict validity, schema validity when the config names a JSON Schema,
+field-level F1 and exact match.
 
 The model here is loaded afresh from the base folder and the *saved* adapter, never the training
 model: on CPU, generating with a 4-bit training model breaks LoRA gradients (NOTES), and scoring
@@ -10,40 +12,27 @@ what was saved is what users will load anyway. Plain transformers + peft ``gener
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from ragtune.card import TaskMetrics
+from ragtune.jsonformat import Validator, json_scores, parse_strict
 
 
 def strip_eos(text: str, eos: str | None) -> str:
     return text[: -len(eos)] if eos and text.endswith(eos) else text
 
 
-def parse_json(text: str) -> tuple[bool, Any]:
-    """(valid, value) for a completion; only a JSON object or array counts as the format."""
-    try:
-        value = json.loads(text.strip())
-    except (json.JSONDecodeError, ValueError):
-        return False, None
-    return isinstance(value, (dict, list)), value
-
-
 def is_json_task(completions: list[str]) -> bool:
     """Format data: every reference completion is a JSON object or array."""
-    return bool(completions) and all(parse_json(c)[0] for c in completions)
+    return bool(completions) and all(parse_strict(c) is not None for c in completions)
 
 
-def score_json(expected: list[str], generated: list[str]) -> tuple[float, float]:
-    """(valid rate, exact-match rate) of generated texts against expected JSON texts."""
-    valid = exact = 0
-    for want, got in zip(expected, generated, strict=True):
-        ok, value = parse_json(got)
-        valid += ok
-        exact += ok and value == parse_json(want)[1]
-    n = len(expected) or 1
-    return valid / n, exact / n
+def score_json(expected: list[str], generated: list[str], schema: Validator | None = None) -> dict[str, float]:
+    """Mean scores of generated texts against expected JSON texts (``ragtune.jsonformat.json_scores``)."""
+    per_row = [json_scores(got, parse_strict(want), schema) for want, got in zip(expected, generated, strict=True)]
+    names = per_row[0] if per_row else {}
+    return {name: sum(r.get(name, 0.0) for r in per_row) / len(per_row) for name in names}
 
 
 def json_task_metric(
@@ -55,6 +44,7 @@ def json_task_metric(
     max_new_tokens: int,
     device: str,
     dtype: str = "bfloat16",
+    schema: Validator | None = None,
 ) -> TaskMetrics | None:
     """Generate with base + saved adapter on held-out rows; None when the data is not JSON."""
     import torch
@@ -81,7 +71,9 @@ def json_task_metric(
                                  pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
             generated.append(tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
     del model, base
-    valid, exact = score_json(expected, generated)
+    scores = score_json(expected, generated, schema)
     samples = [{"prompt": r["prompt"], "expected": e, "generated": g}
                for r, e, g in list(zip(rows, expected, generated, strict=True))[:3]]
-    return TaskMetrics(kind="json", rows=len(rows), json_valid_rate=valid, exact_match_rate=exact, samples=samples)
+    return TaskMetrics(kind="json", rows=len(rows), json_valid_rate=scores["json_valid"],
+                       exact_match_rate=scores["json_exact"], schema_valid_rate=scores.get("schema_valid"),
+                       field_f1=scores.get("field_f1"), samples=samples)

@@ -27,10 +27,18 @@ from rich.table import Table
 
 from ragtune.card import AdapterCard, CardWarning, Compute, DataInfo, HistoryPoint, Metrics
 from ragtune.errors import InvalidRequestError
+from ragtune.jsonformat import load_schema
 from ragtune.models import base_model_hash, prepare_base_model
 from ragtune.settings import Settings
 from trainer.config import Runtime, TrainConfig, resolve_runtime
-from trainer.data import PreparedData, TrainingFile, load_training_file, prepare, supervised_fraction
+from trainer.data import (
+    PreparedData,
+    TrainingFile,
+    check_completions_schema,
+    load_training_file,
+    prepare,
+    supervised_fraction,
+)
 from trainer.guardrails import GuardrailCallback, early_stopping_callbacks, static_checks
 from trainer.report import REPORT_FILE, write_report
 from trainer.task_metric import json_task_metric
@@ -71,6 +79,9 @@ def train_adapter(
 
     # Data first: a bad file must fail in a second, not after a minute of model loading.
     data = load_training_file(config.data)
+    schema = load_schema(config.json_schema) if config.json_schema else None
+    if schema is not None:
+        check_completions_schema(data, schema, config.json_schema)
     base_dir = prepare_base_model(settings, progress=progress)
     tokenizer = _load_tokenizer(base_dir)
     prepared = prepare(data, tokenizer, max_seq_length=config.max_seq_length,
@@ -108,7 +119,7 @@ def train_adapter(
 
         task = json_task_metric(base_dir, staging, prepared.eval_rows, limit=config.task_eval_limit,
                                 max_new_tokens=config.task_max_new_tokens, device=runtime.device,
-                                dtype=config.compute_dtype)
+                                dtype=config.compute_dtype, schema=schema)
         wall = spent_before + time.perf_counter() - started
         card = AdapterCard(
             name=final_dir.name,
@@ -396,8 +407,14 @@ def print_summary(console: Console, result: TrainResult) -> None:
     if m.best_eval_loss is not None:
         table.add_row("eval loss", f"{m.final_eval_loss:.4f} (best {m.best_eval_loss:.4f} at step {m.best_step})")
     if m.task is not None:
-        table.add_row("JSON valid / exact", f"{m.task.json_valid_rate:.0%} / {m.task.exact_match_rate:.0%} "
-                                            f"on {m.task.rows} held-out rows")
+        t = m.task
+        parts = [f"valid {t.json_valid_rate:.0%}"]
+        if t.schema_valid_rate is not None:
+            parts.append(f"schema-valid {t.schema_valid_rate:.0%}")
+        parts.append(f"exact {t.exact_match_rate:.0%}")
+        if t.field_f1 is not None:
+            parts.append(f"field F1 {t.field_f1:.2f}")
+        table.add_row("JSON on held-out", " · ".join(parts) + f" ({t.rows} rows)")
     c = card.compute
     hours = f"{c.gpu_hours:.3f} GPU-h" if c.device == "cuda" else f"{c.cpu_hours:.3f} CPU machine-h"
     table.add_row("time / cost", f"{c.wall_seconds:.0f} s · {hours} · ${c.cost_usd:.2f}")

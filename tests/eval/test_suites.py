@@ -70,12 +70,16 @@ def test_user_suite_file_loads(tmp_path, data_file):
     (("reference_field: a", "reference: a"), "data.reference_field"),
     (("kind: qa, primary: f1", "kind: fact, primary: current"), "old_field"),
     (('user: "Q: {q}"', 'user: "Q: {q}", temperature: 1'), "prompt.temperature"),
+    (("kind: qa, primary: f1", "kind: qa, primary: f1, schema: s.json"), "'json' metric only"),
+    (("kind: qa, primary: f1", "kind: json, primary: schema_valid"), "needs 'schema'"),
+    (("kind: qa, primary: f1", "kind: json, primary: field_f1, schema: missing.json"), "does not exist"),
 ])
 def test_bad_suite_file_names_the_field(tmp_path, data_file, change, field):
     path = _write(tmp_path, MINIMAL.replace(*change), data_file)
     with pytest.raises(ConfigError) as err:
         load_suite(path)
-    assert "suite.yaml" in err.value.message and field in err.value.message
+    assert field in err.value.message
+    assert "suite.yaml" in err.value.message or "schema" in err.value.message
 
 
 def test_bad_names_and_templates(tmp_path, data_file):

@@ -38,7 +38,19 @@ def test_memorising_fires_once_below_threshold():
         guard.record_train(step, loss)
     assert codes(guard.warnings) == ["memorising"]
     assert guard.warnings[0].step == 4
+    assert "task metric" not in guard.warnings[0].message  # no eval loss yet: plain memorisation warning
     assert seen == guard.warnings
+
+
+def test_memorising_notes_a_regular_target_when_eval_loss_is_as_low():
+    guard = GuardrailCallback()
+    guard.record_eval(10, 0.16)
+    guard.record_train(12, 0.15)
+    assert codes(guard.warnings) == ["memorising"] and "eval loss is 0.160" in guard.warnings[0].message
+    far = GuardrailCallback()
+    far.record_eval(10, 1.2)  # held-out rows fit much worse: plain memorisation
+    far.record_train(12, 0.15)
+    assert "task metric" not in far.warnings[0].message
 
 
 def test_overfitting_needs_two_rising_evals_while_train_falls():
