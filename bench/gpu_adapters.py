@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 RECIPES = {
-    "e2e-json": ("data/train/e2e-json.jsonl", "trainer/recipes/format.yaml"),
+    "e2e-json": ("data/train/e2e-json.jsonl", "trainer/recipes/e2e-json.yaml"),
     "bible-asv": ("data/train/bible-asv.jsonl", "trainer/recipes/voice.yaml"),
 }
 SHIPPED_FILES = ("adapter_config.json", "adapter_model.safetensors", "card.json", "report.html")
@@ -63,7 +63,7 @@ def main() -> int:
         config = load_config(Path(recipe), style=style, data=Path(data))
         started = time.perf_counter()
         result = train_adapter(config, settings, progress=False)
-        card = result.card
+        card = _as_packaged_model(result.adapter_dir)
         results["runs"][style] = {
             "wall_seconds": round(time.perf_counter() - started, 1),
             "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2),
@@ -80,6 +80,22 @@ def main() -> int:
         print(json.dumps(results["runs"][style], indent=1), flush=True)
     (args.out / "gpu_adapters.json").write_text(json.dumps(results, indent=2))
     return 0
+
+
+def _as_packaged_model(adapter_dir: Path):
+    """Name the base model as users load it (the packaged name), not this machine's folder.
+
+    The weights are the packaged model's, converted by the same deterministic code, so the card's
+    base_model_hash already equals what `ragtune models prepare` gives everywhere else.
+    """
+    from ragtune.card import AdapterCard
+    from ragtune.settings import PACKAGED_BASE_MODEL
+
+    path = adapter_dir / "card.json"
+    card = AdapterCard.model_validate_json(path.read_text())
+    card.base_model = PACKAGED_BASE_MODEL
+    path.write_text(card.model_dump_json(indent=2))
+    return card
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ def register(app: typer.Typer) -> None:
         max_seq_length: Annotated[int | None, typer.Option("--max-seq-length", help=_help("max_seq_length"))] = None,
         quantization: Annotated[str | None, typer.Option("--quantization", help=_help("quantization"))] = None,
         gpu_hour_usd: Annotated[float | None, typer.Option("--gpu-hour-usd", help=_help("gpu_hour_usd"))] = None,
+        json_schema: Annotated[Path | None, typer.Option("--json-schema", help=_help("json_schema"))] = None,
         output_dir: Annotated[Path | None, typer.Option("--output-dir", help=_help("output_dir"))] = None,
         resume: Annotated[bool, typer.Option("--resume", help=_help("resume"))] = False,
     ) -> None:
@@ -47,6 +48,6 @@ def register(app: typer.Typer) -> None:
         cfg = load_config(
             config, style=style, data=data, max_steps=max_steps, epochs=epochs, learning_rate=learning_rate,
             lora_r=lora_r, max_seq_length=max_seq_length, quantization=quantization, gpu_hour_usd=gpu_hour_usd,
-            output_dir=output_dir, resume=resume or None,
+            json_schema=json_schema, output_dir=output_dir, resume=resume or None,
         )
         train_adapter(cfg, Settings())

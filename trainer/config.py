@@ -4,6 +4,7 @@ Defaults are the QLoRA recipe of DESIGN.md: NF4 + double quant + bf16 compute, p
 AdamW, gradient checkpointing, LoRA r=16/alpha=16/dropout 0 on all seven linear projections.
 Device-dependent choices (``quantization: auto``, the optimizer on CPU) are resolved at run time
 by :func:`resolve_runtime` and recorded in the card, so the config stays what the user wrote.
+A recipe may build on another with ``extends: other.yaml`` (its own fields win).
 """
 
 from __future__ import annotations
@@ -192,7 +193,10 @@ def load_config(path: Path | None = None, **overrides: Any) -> TrainConfig:
         raise ConfigError(f"{source}: {_describe(exc)}", param=_first_field(exc)) from exc
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if path.resolve() in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path.resolve()))
+        raise ConfigError(f"{seen[0]}: 'extends' loops ({chain})", param="extends")
     if not path.is_file():
         raise ConfigError(f"Training config {path} does not exist", param="config")
     try:
@@ -203,7 +207,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})", param="config") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config fields, got {type(data).__name__}", param="config")
-    return data
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    # 'extends: other.yaml' (relative to this file): that recipe's fields, overridden by this one's.
+    return {**_read_yaml(path.parent / str(parent), (*seen, path.resolve())), **data}
 
 
 def _describe(exc: ValidationError) -> str:

@@ -76,9 +76,25 @@ def test_yaml_errors_name_file_and_field(tmp_path):
 
 
 def test_shipped_recipes_load():
-    for name in ("format", "voice"):
+    for name in ("format", "voice", "e2e-json"):
         c = load_config(f"trainer/recipes/{name}.yaml", style=name, data="d.jsonl")
         assert c.target_modules == ALL_PROJECTIONS
+    e2e, fmt = (load_config(f"trainer/recipes/{n}.yaml", style="s", data="d") for n in ("e2e-json", "format"))
+    assert e2e.json_schema is not None and fmt.json_schema is None
+    assert e2e.model_dump(exclude={"json_schema"}) == fmt.model_dump(exclude={"json_schema"})
+
+
+def test_recipe_extends_another_and_overrides_it(tmp_path):
+    (tmp_path / "base.yaml").write_text("lora_r: 32\nepochs: 3\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nepochs: 1\n")
+    c = load_config(tmp_path / "child.yaml", style="s", data="d")
+    assert (c.lora_r, c.epochs) == (32, 1.0)
+    (tmp_path / "base.yaml").write_text("extends: child.yaml\n")
+    with pytest.raises(ConfigError, match="'extends' loops"):
+        load_config(tmp_path / "child.yaml", style="s", data="d")
+    (tmp_path / "child.yaml").write_text("extends: missing.yaml\n")
+    with pytest.raises(ConfigError, match="missing.yaml does not exist"):
+        load_config(tmp_path / "child.yaml", style="s", data="d")
 
 
 def test_runtime_on_cpu_uses_bf16_lora_and_records_the_optimizer_fallback():

@@ -6,19 +6,24 @@ import hashlib
 import importlib.util
 from pathlib import Path
 
-from trainer.data import load_training_file
+from ragtune.jsonformat import load_schema
+from trainer.data import check_completions_schema, load_training_file
 from trainer.task_metric import is_json_task
 
-TRAIN = Path(__file__).resolve().parents[2] / "data" / "train"
+REPO = Path(__file__).resolve().parents[2]
+TRAIN = REPO / "data" / "train"
 
 
 def test_shipped_sets_load_and_match_their_kind():
     fmt = load_training_file(TRAIN / "e2e-json.jsonl")
     voice = load_training_file(TRAIN / "bible-asv.jsonl")
     assert fmt.format == voice.format == "prompt-completion"
-    assert 600 <= fmt.rows_total <= 1000 and 600 <= voice.rows_total <= 1000
+    assert fmt.rows_total == 2000 and voice.rows_total == 800
     assert is_json_task([e.completion for e in fmt.examples])
     assert not is_json_task([e.completion for e in voice.examples])
+    # the format recipe's schema accepts every shipped label (else training refuses the file)
+    schema_path = REPO / "data" / "e2e_cleaned_text2json" / "schema.json"
+    check_completions_schema(fmt, load_schema(schema_path), schema_path)
 
 
 def test_build_script_reproduces_the_files(tmp_path, monkeypatch):
