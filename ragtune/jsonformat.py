@@ -93,9 +93,10 @@ def _f1(pred: set, gold: set) -> float:
 def json_scores(output: str, gold: Any, schema: Validator | None = None) -> dict[str, float]:
     """Per-output scores against a gold JSON value.
 
-    ``json_valid`` (strict parse, same top-level type as the gold), ``schema_valid`` (only when a schema is given), and for object
-    gold values ``key_match`` (same key set), ``field_f1`` over (key, normalised value) pairs and
-    ``json_exact`` (same pairs). An output that does not parse scores 0 on everything.
+    ``json_valid``: strict parse with the gold's top-level type; ``schema_valid`` (only when a
+    schema is given); for object golds ``key_match`` (same key set), ``field_f1`` over (key,
+    normalised value) pairs and ``json_exact`` (same pairs). An output that does not parse scores
+    0 on everything.
     """
     parsed = parse_strict(output)
     if parsed is not None and isinstance(parsed, dict) != isinstance(gold, Mapping):
@@ -103,12 +104,13 @@ def json_scores(output: str, gold: Any, schema: Validator | None = None) -> dict
     scores = {"json_valid": float(parsed is not None)}
     if schema is not None:
         scores["schema_valid"] = float(parsed is not None and not schema(parsed))
-    if isinstance(gold, Mapping):
-        obj = parsed if isinstance(parsed, dict) else None
-        pred_pairs, gold_pairs = (field_pairs(obj) if obj is not None else set()), field_pairs(gold)
-        scores["key_match"] = float(obj is not None and {k for k, _ in pred_pairs} == {k for k, _ in gold_pairs})
-        scores["field_f1"] = _f1(pred_pairs, gold_pairs) if obj is not None else 0.0
-        scores["json_exact"] = float(obj is not None and pred_pairs == gold_pairs)
-    else:
+    if not isinstance(gold, Mapping):
         scores["json_exact"] = float(parsed is not None and parsed == gold)
+    elif parsed is None:
+        scores.update(key_match=0.0, field_f1=0.0, json_exact=0.0)
+    else:
+        pred, ref = field_pairs(parsed), field_pairs(gold)
+        scores["key_match"] = float({k for k, _ in pred} == {k for k, _ in ref})
+        scores["field_f1"] = _f1(pred, ref)
+        scores["json_exact"] = float(pred == ref)
     return scores

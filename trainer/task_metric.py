@@ -13,7 +13,6 @@ what was saved is what users will load anyway. Plain transformers + peft ``gener
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from ragtune.card import TaskMetrics
 from ragtune.jsonformat import Validator, json_scores, parse_strict
