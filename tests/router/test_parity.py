@@ -61,8 +61,8 @@ def test_shipped_adapters_match_peft(shipped, base_model_dir, adapter):
     print(report.summary())
     for r in report.results:
         print(f"  [{r.kind}] {r.prompt[:50]!r}: {r.describe()}")
-    # Measured 2026-11-30: e2e-json 5/6 prompts identical for 16 tokens, one style prompt diverges at
-    # token 12; bible-asv 6/6 identical (two generic prompts end in EOS after 8 tokens in both).
+    # Measured 2026-11-30: e2e-json 6/6 prompts identical for 16 tokens (its first version: 5/6, one
+    # diverged at token 12); bible-asv 6/6 identical (two generic prompts end in EOS after 8 tokens).
     # Every prompt must agree on at least 8 greedy tokens (an exact bf16 logit tie may flip a
     # later token between the engines; a LoRA bug shows as an early or widespread divergence).
     assert report.ok, report.summary()
