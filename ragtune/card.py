@@ -59,7 +59,9 @@ class TaskMetrics(BaseModel):
 
     kind: Literal["json"] = Field(description="'json': completions are JSON; scored by ragtune.jsonformat.")
     rows: int = Field(description="Held-out rows generated for.")
-    json_valid_rate: float = Field(description="Share of generations that parse as JSON.")
+    json_valid_rate: float = Field(
+        description="Share whose whole output is one JSON value of the reference's type (no duplicate keys)."
+    )
     exact_match_rate: float = Field(description="Share whose parsed JSON equals the reference's (values normalised).")
     schema_valid_rate: float | None = Field(
         default=None, description="Share that also satisfy the config's JSON Schema (None: no schema given)."

@@ -9,6 +9,8 @@ Thresholds, and why:
 * ``memorising`` — a training loss below :data:`MEMORISING_LOSS` (0.2 nats/token) means the
   adapter reproduces its training completions almost verbatim; on a small set that is
   memorisation, not a learned format. Fewer epochs, a lower learning rate or more data help.
+  When the latest eval loss is low too (< 1.5 × the threshold) the warning says so: held-out rows
+  fitting as well points to a very regular target (a JSON format) rather than recall.
 * ``overfitting`` — eval loss rising for :data:`OVERFIT_RISES` (2) evals in a row while the
   training loss falls over the same stretch: the adapter is fitting the training rows at the
   expense of unseen ones. Early stopping restores the best checkpoint.
