@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from ragtune.jsonformat import json_scores, parse_strict
-from ragtune.textnorm import normalize_answer
+from ragtune.textnorm import normalize_answer, overlap_f1
 
 __all__ = ["contains_answer", "exact_match", "fact_scores", "json_scores", "name_correct", "normalize_answer",
            "qa_scores", "token_f1"]
@@ -25,16 +25,8 @@ def exact_match(prediction: str, answers: Sequence[str]) -> float:
 def _f1(prediction: str, answer: str) -> float:
     pred_tokens = normalize_answer(prediction).split()
     gold_tokens = normalize_answer(answer).split()
-    if not pred_tokens or not gold_tokens:
-        # SQuAD convention: both empty counts as a match, one empty as a miss.
-        return float(pred_tokens == gold_tokens)
-    common = Counter(pred_tokens) & Counter(gold_tokens)
-    same = sum(common.values())
-    if same == 0:
-        return 0.0
-    precision = same / len(pred_tokens)
-    recall = same / len(gold_tokens)
-    return 2 * precision * recall / (precision + recall)
+    same = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
+    return overlap_f1(same, len(pred_tokens), len(gold_tokens))
 
 
 def token_f1(prediction: str, answers: Sequence[str]) -> float:

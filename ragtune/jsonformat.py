@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ragtune.errors import ConfigError
-from ragtune.textnorm import normalize_answer
+from ragtune.textnorm import normalize_answer, overlap_f1
 
 Validator = Callable[[Any], list[str]]
 
@@ -80,16 +80,6 @@ def field_pairs(obj: Mapping[str, Any]) -> set[tuple[str, str]]:
     return {(str(k).strip(), _norm(v)) for k, v in obj.items()}
 
 
-def _f1(pred: set, gold: set) -> float:
-    if not pred and not gold:
-        return 1.0
-    same = len(pred & gold)
-    if same == 0:
-        return 0.0
-    precision, recall = same / len(pred), same / len(gold)
-    return 2 * precision * recall / (precision + recall)
-
-
 def json_scores(output: str, gold: Any, schema: Validator | None = None) -> dict[str, float]:
     """Per-output scores against a gold JSON value.
 
@@ -111,6 +101,6 @@ def json_scores(output: str, gold: Any, schema: Validator | None = None) -> dict
     else:
         pred, ref = field_pairs(parsed), field_pairs(gold)
         scores["key_match"] = float({k for k, _ in pred} == {k for k, _ in ref})
-        scores["field_f1"] = _f1(pred, ref)
+        scores["field_f1"] = overlap_f1(len(pred & ref), len(pred), len(ref))
         scores["json_exact"] = float(pred == ref)
     return scores

@@ -19,3 +19,16 @@ def normalize_answer(text: str) -> str:
     text = "".join(ch for ch in text if ch not in _PUNCT)
     text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
+
+
+def overlap_f1(same: int, n_pred: int, n_gold: int) -> float:
+    """F1 of ``same`` shared items between a prediction of ``n_pred`` and a gold of ``n_gold``.
+
+    SQuAD's convention for empties: both empty is a match (1.0), one empty a miss (0.0).
+    """
+    if n_pred == 0 or n_gold == 0:
+        return float(n_pred == n_gold)
+    if same == 0:
+        return 0.0
+    precision, recall = same / n_pred, same / n_gold
+    return 2 * precision * recall / (precision + recall)
