@@ -16,12 +16,15 @@ from pydantic import BaseModel, ConfigDict
 from rich.console import Console
 
 from eval.results import TrainingCost
-from eval.suites import REPO, Suite, TrainSpec, read_jsonl, render
+from eval.suites import REPO, AdapterSpec, Suite, TrainRows, TrainSpec, read_jsonl, render
 from ragtune.card import AdapterCard
 from ragtune.errors import ConfigError
 from ragtune.settings import Settings
 
 SHIPPED_ADAPTERS = REPO / "adapters"
+# Adapters the suites train from their own data, trained once on a GPU and shipped under their
+# data-hash names, so a CPU run reuses them instead of training for most of an hour.
+SHIPPED_TRAINED = REPO / "data" / "eval" / "adapters"
 
 
 class ResolvedAdapter(BaseModel):
@@ -42,11 +45,28 @@ def find_adapter(name: str, settings: Settings, extra_dirs: list[Path]) -> Path:
                       f"{', '.join(map(str, extra_dirs)) or '-'} or {SHIPPED_ADAPTERS}", param="adapter")
 
 
-def training_rows(spec: TrainSpec) -> list[dict[str, str]]:
+def _source_rows(source: TrainRows, suite: Suite) -> list[dict]:
+    if not source.documents:
+        return read_jsonl(source.path)
+    if suite.spec.retrieval is None:
+        raise ConfigError(f"{suite.source.name}: adapter.train.rows 'documents: true' needs a retrieval store",
+                          param="adapter")
+    from eval.ingest import build_documents
+
+    # Every item of the suite's selection, not --limit's: the adapter (and its hash) is the same
+    # whatever a run's limit, and it has seen every document any run can ask about.
+    docs = build_documents(suite.spec.retrieval.documents, suite.items())
+    return [{"id": d.id, "text": d.text, "source": d.resolved_source} for d in docs]
+
+
+def training_rows(spec: TrainSpec, suite: Suite) -> list[dict[str, str]]:
     rows = []
-    for r in read_jsonl(spec.rows.path):
-        for template in spec.rows.prompts:
-            rows.append({"prompt": render(template, r), "completion": render(spec.rows.completion, r)})
+    for source in spec.rows:
+        for r in _source_rows(source, suite):
+            if any(not str(r.get(f) or "").strip() for f in source.require):
+                continue
+            for template in source.prompts:
+                rows.append({"prompt": render(template, r), "completion": render(source.completion, r)})
     return rows
 
 
@@ -55,14 +75,20 @@ def train_key(spec: TrainSpec, rows: list[dict[str, str]], settings: Settings) -
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
-def train_or_reuse(spec: TrainSpec, settings: Settings, cache_dir: Path, *, progress: bool,
+def _complete(folder: Path) -> bool:
+    return (folder / "card.json").is_file() and (folder / "adapter_model.safetensors").is_file()
+
+
+def train_or_reuse(spec: TrainSpec, suite: Suite, settings: Settings, cache_dir: Path, *, progress: bool,
                    console: Console | None = None) -> ResolvedAdapter:
-    """Train ``spec`` with the project's trainer (bf16 LoRA on CPU), or reuse the cached result."""
-    rows = training_rows(spec)
+    """Train ``spec`` with the project's trainer (bf16 LoRA on CPU), or reuse a shipped or cached result."""
+    rows = training_rows(spec, suite)
     key = train_key(spec, rows, settings)
     name = f"{spec.name}-{key[:8]}"
     out = cache_dir / "adapters" / name
-    if (out / "card.json").is_file() and (out / "adapter_model.safetensors").is_file():
+    if _complete(SHIPPED_TRAINED / name):
+        return ResolvedAdapter(name=name, path=SHIPPED_TRAINED / name, origin="shipped")
+    if _complete(out):
         return ResolvedAdapter(name=name, path=out, origin="cached")
 
     from trainer.config import load_config
@@ -88,27 +114,26 @@ def training_cost(adapter: ResolvedAdapter) -> TrainingCost | None:
                         cost_usd=c.cost_usd, hour_usd=c.hour_usd, rows_train=card.data.rows_train)
 
 
-def resolve(suite: Suite, settings: Settings, cache_dir: Path, extra_dirs: list[Path], *, progress: bool,
-            console: Console | None = None) -> ResolvedAdapter | None:
-    spec = suite.spec.adapter
+def resolve(suite: Suite, spec: AdapterSpec | None, settings: Settings, cache_dir: Path, extra_dirs: list[Path], *,
+            progress: bool, console: Console | None = None) -> ResolvedAdapter | None:
+    """The adapter ``spec`` names (one of the suite's: ``Suite.arm_adapter``), trained now if need be."""
     if spec is None:
         return None
     if spec.name is not None:
         return ResolvedAdapter(name=spec.name, path=find_adapter(spec.name, settings, extra_dirs), origin="shipped")
-    return train_or_reuse(spec.train, settings, cache_dir, progress=progress, console=console)
+    return train_or_reuse(spec.train, suite, settings, cache_dir, progress=progress, console=console)
 
 
 @contextlib.contextmanager
-def loaded(backend, adapter: ResolvedAdapter | None) -> Iterator[None]:
-    """Load the adapter into the engine for the suite and unload it after — unless it was already loaded.
+def loaded(backend, adapters: list[ResolvedAdapter | None]) -> Iterator[None]:
+    """Load the adapters into the engine for the suite and unload them after — unless already loaded.
 
     Why unload: engines are shared (a test session, a service), and LoRA slots are few.
     """
-    if adapter is None or adapter.name in backend.adapter_names():
+    with contextlib.ExitStack() as stack:
+        for adapter in {a.name: a for a in adapters if a is not None}.values():
+            if adapter.name in backend.adapter_names():
+                continue
+            backend.load_adapter(adapter.name, adapter.path)
+            stack.callback(backend.unload_adapter, adapter.name)
         yield
-        return
-    backend.load_adapter(adapter.name, adapter.path)
-    try:
-        yield
-    finally:
-        backend.unload_adapter(adapter.name)

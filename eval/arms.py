@@ -31,6 +31,7 @@ class ArmPlan(BaseModel):
 
 
 def plan_arm(arm: str, adapter: str | None) -> ArmPlan:
+    """``adapter``: the arm's own adapter (ft and hybrid may use different ones: ``Suite.arm_adapter``)."""
     # Why few-shot only for base/rag: the adapter already learned the task from its training
     # prompt; examples in front of it would move it off the layout it was trained on.
     return {
@@ -53,6 +54,10 @@ def build_query(suite: Suite, item: Item, plan: ArmPlan) -> ChatQuery:
         messages=messages,
         adapter=plan.adapter,
         retrieval=plan.retrieval,
+        retrieval_query=item.retrieval_query if plan.retrieval else None,
+        # The arms stay distinct: rag is the *base* model over the passages, never the reader
+        # adapter a production route would pick (that is the facts suite's hybrid arm).
+        reader=False,
         collection=suite.spec.collection if plan.retrieval else None,
         top_k=spec.retrieval.top_k if (plan.retrieval and spec.retrieval) else None,
         max_tokens=spec.prompt.max_tokens,

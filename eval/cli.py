@@ -27,15 +27,18 @@ def register(app: typer.Typer) -> None:
         progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
     ) -> None:
         """Base vs rag-only vs ft-only vs hybrid on held-out suites; writes report.html and results.json."""
+        from eval.report import print_summary
         from eval.run import EvalConfig, run_eval
+        from ragtune.logs import engine_logs_to
         from ragtune.settings import Settings
 
+        settings = Settings()
+        console = Console()
+        log = engine_logs_to(settings, "eval-engine")
+        console.print(f"[dim]engine log: {log}[/dim]")
         config = EvalConfig(suites=suite or ["all"], limit=limit, out=out, gpu_hour_usd=gpu_hour_usd,
                             batch_size=batch_size, run_id=run_id, progress=progress)
-        results, run_dir = run_eval(config, Settings())
-        console = Console()
-        for s in results.suites:
-            d = s.decision
-            console.print(f"[bold]{s.name}[/bold]: winner {d.winner} (rule predicts {d.expected}: {d.verdict})")
+        results, run_dir = run_eval(config, settings)
+        print_summary(results, console)
         console.print(f"report: {run_dir / 'report.html'}")
         console.print(f"results: {run_dir / 'results.json'}")

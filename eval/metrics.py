@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from ragtune.jsonformat import json_scores, parse_strict
-from ragtune.textnorm import normalize_answer, overlap_f1
+from ragtune.textnorm import is_abstention, normalize_answer, overlap_f1, strip_citations
 
 __all__ = ["contains_answer", "exact_match", "fact_scores", "json_scores", "name_correct", "normalize_answer",
            "qa_scores", "token_f1"]
@@ -70,4 +70,17 @@ def fact_scores(output: str, new_value: str, old_value: str) -> dict[str, float]
 
 
 def qa_scores(output: str, answers: Sequence[str]) -> dict[str, float]:
-    return {"em": exact_match(output, answers), "f1": token_f1(output, answers)}
+    """EM and F1 with SQuAD 2.0's rule for unanswerable items (every gold answer empty).
+
+    Citation markers are dropped first. An unanswerable item scores 1 when the output abstains
+    (empty, or says the passages hold no answer: ``ragtune.textnorm.is_abstention``) and 0 otherwise;
+    an answerable one scores 0 for an abstention and its usual EM/F1 for anything else.
+    """
+    text = strip_citations(output)
+    gold = [a for a in answers if normalize_answer(a)]
+    if not gold:
+        score = float(is_abstention(text))
+        return {"em": score, "f1": score}
+    if is_abstention(text):
+        return {"em": 0.0, "f1": 0.0}
+    return {"em": exact_match(text, gold), "f1": token_f1(text, gold)}

@@ -12,6 +12,7 @@ from eval.suites import METRIC_KINDS
 
 ARM_LABEL = {"base": "base", "rag": "rag-only", "ft": "ft-only", "hybrid": "hybrid"}
 ARM_COLOR = {"base": "#9e9e9e", "rag": "#1f77b4", "ft": "#ff7f0e", "hybrid": "#2ca02c"}
+EMPTY_WARN = 0.05  # more empty answers than this flags the arm in the report
 VERDICT_COLOR = {"agrees": "#2e7d32", "tie": "#f9a825", "disagrees": "#c62828", "undecided": "#757575"}
 
 CSS = """
@@ -113,10 +114,28 @@ def _arm_table(suite: SuiteResult) -> str:
             f'<td class="num">{lat.p50_ms:.0f} / {lat.p95_ms:.0f}</td>'
             f'<td class="num">{arm.prompt_tokens_mean:.0f} / {arm.completion_tokens_mean:.1f}</td>'
             f'<td class="num">{arm.seconds_per_request:.3f}</td><td class="num">${arm.cost_per_1k_usd:.4f}</td>'
-            f'<td class="num">{lat.total_s:.1f}</td></tr>'
+            f'<td class="num">{lat.total_s:.1f}</td>{_empty_cell(arm)}</tr>'
         )
     return (f"<table><tr><th>arm</th>{head}<th>latency p50 / p95 ms</th><th>tokens prompt / answer</th>"
-            f"<th>s / request</th><th>$ / 1k req</th><th>total s</th></tr>{''.join(rows)}</table>")
+            f"<th>s / request</th><th>$ / 1k req</th><th>total s</th><th>empty answers</th></tr>"
+            f"{''.join(rows)}</table>")
+
+
+def _empty_cell(arm: ArmResult) -> str:
+    if arm.empty_rate is None:
+        return '<td class="na">–</td>'
+    warn = " style='color:#c62828;font-weight:bold'" if arm.empty_rate > EMPTY_WARN else ""
+    return f'<td class="num"{warn}>{arm.empty_rate:.0%} ({arm.empty_answers})</td>'
+
+
+def empty_warning(suite: SuiteResult) -> str | None:
+    """A sentence naming the arms whose empty-answer rate says the prompt, not the model, is measured."""
+    bad = [f"{ARM_LABEL[a.arm]} {a.empty_rate:.0%}" for a in suite.arms
+           if a.status == "ok" and a.empty_rate is not None and a.empty_rate > EMPTY_WARN]
+    if not bad:
+        return None
+    return (f"Empty answers above {EMPTY_WARN:.0%}: {', '.join(bad)}. An empty answer usually means a prompt or "
+            "stop-string problem, so these arms' scores understate the model.")
 
 
 def _comparisons(suite: SuiteResult) -> str:
@@ -173,12 +192,15 @@ def _suite_section(suite: SuiteResult, examples: int) -> str:
         i = suite.ingest
         facts.append(f"store: {i.documents} documents / {i.chunks} chunks in {i.collection} ({i.seconds:.1f} s)"
                      + (f", then {i.updated_documents} updated" if i.updated_documents else ""))
-    training = ""
-    if suite.training:
-        t = suite.training
-        training = (f"<p class='muted'>Adapter <b>{html.escape(t.adapter)}</b> ({t.origin}): one-off training "
-                    f"{t.wall_seconds:.0f} s on {html.escape(t.device)}, ${t.cost_usd:.3f} at ${t.hour_usd}/h as "
-                    f"its card records, {t.rows_train} training rows.</p>")
+    training = "".join(
+        f"<p class='muted'>Adapter <b>{html.escape(t.adapter)}</b> ({t.origin}): one-off training "
+        f"{t.wall_seconds:.0f} s on {html.escape(t.device)}, ${t.cost_usd:.3f} at ${t.hour_usd}/h as "
+        f"its card records, {t.rows_train} training rows.</p>"
+        for t in suite.training
+    )
+    warning = empty_warning(suite)
+    if warning:
+        training += f"<p style='color:#c62828'>{html.escape(warning)}</p>"
     return (
         f"<h2 id='{suite.name}'>{html.escape(suite.name)}</h2><p>{html.escape(suite.description)}</p>"
         f"<p class='muted'>{' · '.join(facts)}</p>{training}"
@@ -227,3 +249,43 @@ def render_html(results: EvalResults, examples: int = 3) -> str:
 def write_report(results: EvalResults, path: Path, examples: int = 3) -> Path:
     path.write_text(render_html(results, examples), encoding="utf-8")
     return path
+
+
+def print_summary(results: EvalResults, console) -> None:
+    """The comparison on a terminal: per suite the arms' primary-metric means with 95% intervals and
+    empty-answer rates, then the decision, its margin and the rule it is checked against."""
+    from rich.table import Table
+
+    arms = ["base", "rag", "ft", "hybrid"]
+    table = Table(title="Which arm wins? (primary metric, mean [95% CI]; ∅ = empty answers)", title_justify="left")
+    table.add_column("suite")
+    for arm in arms:
+        table.add_column(ARM_LABEL[arm], justify="right")
+    table.add_column("winner")
+    table.add_column("rule")
+    table.add_column("verdict")
+    for suite in results.suites:
+        by_arm = {a.arm: a for a in suite.arms}
+        cells = []
+        for arm in arms:
+            a = by_arm.get(arm)
+            if a is None or a.status != "ok":
+                cells.append("[dim]n/a[/dim]")
+                continue
+            iv = a.metrics[suite.primary_metric]
+            empty = f"\n∅ {a.empty_rate:.0%}" if a.empty_rate else ""
+            cells.append(f"{iv.mean:.3f}\n[{iv.low:.3f}, {iv.high:.3f}]{empty}")
+        d = suite.decision
+        color = {"agrees": "green", "tie": "yellow", "disagrees": "red"}.get(d.verdict, "dim")
+        table.add_row(f"{suite.name}\n[dim]{suite.primary_metric}, n={suite.n_items}[/dim]", *cells,
+                      ARM_LABEL.get(d.winner or "", "-"), ARM_LABEL[d.expected], f"[{color}]{d.verdict}[/{color}]")
+    console.print(table)
+    for suite in results.suites:
+        d = suite.decision
+        console.print(f"[bold]{suite.name}[/bold]: {d.summary}")
+        if d.note:
+            console.print(f"  {d.note}")
+        console.print(f"  [dim]rule: {d.rule}[/dim]")
+        warning = empty_warning(suite)
+        if warning:
+            console.print(f"  [red]{warning}[/red]")

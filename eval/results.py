@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from eval.stats import Interval, LatencyStats, PairedDiff
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA_PATH = Path(__file__).resolve().parent / "results.schema.json"
 Arm = Literal["base", "rag", "ft", "hybrid"]
 
@@ -46,6 +46,9 @@ class ArmResult(_Strict):
     retrieval: bool = False
     metrics: dict[str, Interval] = Field(default_factory=dict, description="Mean and bootstrap 95% CI per metric.")
     latency: LatencyStats | None = None
+    empty_answers: int | None = Field(default=None, description="Answers that are empty once trimmed.")
+    empty_rate: float | None = Field(
+        default=None, description="empty_answers / items: a high rate is a prompt or stop bug, not a model verdict.")
     prompt_tokens_mean: float | None = None
     completion_tokens_mean: float | None = None
     seconds_per_request: float | None = Field(default=None, description="Measured wall seconds per request (batched).")
@@ -59,7 +62,8 @@ class TrainingCost(_Strict):
 
     adapter: str
     origin: Literal["shipped", "trained-now", "cached"] = Field(
-        description="An existing adapter, one trained by this run, or one this suite trained in an earlier run.")
+        description="An existing (or shipped pre-trained) adapter, one trained by this run, or one this suite "
+        "trained in an earlier run.")
     device: str
     wall_seconds: float
     cost_usd: float
@@ -98,9 +102,10 @@ class SuiteResult(_Strict):
     metric_kind: str
     primary_metric: str
     n_items: int
-    adapter: str | None
+    adapter: str | None = Field(description="The ft arm's adapter.")
+    hybrid_adapter: str | None = Field(default=None, description="The hybrid arm's adapter (often the same).")
     ingest: IngestInfo | None
-    training: TrainingCost | None
+    training: list[TrainingCost] = Field(default_factory=list, description="One-off cost of each adapter used.")
     arms: list[ArmResult]
     comparisons: list[PairedDiff] = Field(description="Every pair of arms that ran, on the primary metric.")
     decision: Decision

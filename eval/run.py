@@ -152,9 +152,13 @@ def run_suite(suite: Suite, router, store, settings: Settings, config: EvalConfi
         docs, chunks, secs = ingest(store, suite, items, spec.retrieval.documents)
         ingest_info = IngestInfo(collection=spec.collection, documents=docs, chunks=chunks, seconds=secs)
 
-    adapter = adapter_mod.resolve(suite, settings, cache_dir, config.adapters_dirs, progress=config.progress,
-                                  console=console)
-    training = adapter_mod.training_cost(adapter) if adapter else None
+    arm_adapters = {
+        arm: adapter_mod.resolve(suite, spec.arm_adapter(arm), settings, cache_dir, config.adapters_dirs,
+                                 progress=config.progress, console=console)
+        for arm in ("ft", "hybrid")
+    }
+    distinct = list({a.name: a for a in arm_adapters.values() if a is not None}.values())
+    training = [t for t in map(adapter_mod.training_cost, distinct) if t is not None]
 
     if spec.retrieval is not None and spec.retrieval.update is not None:
         docs, chunks, secs = ingest(store, suite, items, spec.retrieval.update)
@@ -164,17 +168,19 @@ def run_suite(suite: Suite, router, store, settings: Settings, config: EvalConfi
     arm_results: list[ArmResult] = []
     scores: dict[str, list[float]] = {}
     primary = spec.metric.primary
-    with adapter_mod.loaded(router.backend, adapter):
+    with adapter_mod.loaded(router.backend, distinct):
         for arm in ARMS:
             ok, reason = spec.arm_applicable(arm)
             if not ok:
                 arm_results.append(ArmResult(arm=arm, status="not_applicable", reason=reason))
                 continue
-            plan = plan_arm(arm, adapter.name if adapter else None)
+            own = arm_adapters.get(arm)
+            plan = plan_arm(arm, own.name if own else None)
             task = progress.add_task(f"{suite.name} · {arm}", total=len(items)) if progress else None
             run = run_arm(router, suite, items, plan, batch_size=batch,
                           on_batch=(lambda n, t=task: progress.advance(t, n)) if progress else None)
             outputs = [a.text for a in run.answers]
+            empty = sum(not o.strip() for o in outputs)
             item_scores = score_outputs(suite, items, outputs, style)
             names = list(item_scores[0])
             metrics = {m: bootstrap_mean([s[m] for s in item_scores]) for m in names}
@@ -183,6 +189,7 @@ def run_suite(suite: Suite, router, store, settings: Settings, config: EvalConfi
             arm_results.append(ArmResult(
                 arm=arm, status="ok", adapter=plan.adapter, retrieval=plan.retrieval, metrics=metrics,
                 latency=latency_stats(run.latency_ms, run.total_s),
+                empty_answers=empty, empty_rate=empty / len(items),
                 prompt_tokens_mean=sum(a.prompt_tokens for a in run.answers) / len(items),
                 completion_tokens_mean=sum(a.completion_tokens for a in run.answers) / len(items),
                 seconds_per_request=per_request,
@@ -202,7 +209,9 @@ def run_suite(suite: Suite, router, store, settings: Settings, config: EvalConfi
     return SuiteResult(
         name=suite.name, description=spec.description, source=str(suite.source), expect=spec.expect,
         metric_kind=spec.metric.kind, primary_metric=primary, n_items=len(items),
-        adapter=adapter.name if adapter else None, ingest=ingest_info, training=training, arms=arm_results,
+        adapter=arm_adapters["ft"].name if arm_adapters["ft"] else None,
+        hybrid_adapter=arm_adapters["hybrid"].name if arm_adapters["hybrid"] else None,
+        ingest=ingest_info, training=training, arms=arm_results,
         comparisons=comparisons, decision=decision, seconds=time.perf_counter() - started,
     )
 

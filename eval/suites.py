@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ragtune.errors import ConfigError
 from ragtune.jsonformat import Validator, load_schema
+from retriever.models import PassageKind
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_DIR = Path(__file__).resolve().parent / "suites"
@@ -141,6 +142,9 @@ class DocumentsSpec(_Strict):
     path: Path
     id_field: str = "id"
     text: str = Field(description="Template of the document text over the row's fields.")
+    kind: PassageKind = Field(
+        default="fact", description="'fact': answered from and cited; 'example': solved examples of the task "
+        "(retrieved few-shot), shown as examples and never as sources.")
     source: str | None = Field(default=None, description="Template of the citation source (default: the id).")
     limit: int | None = Field(default=None, ge=1, description="First N rows only (after `select`).")
     select: Selection = Field(default_factory=lambda: Selection(strategy="head"))
@@ -164,6 +168,9 @@ class DocumentsSpec(_Strict):
 
 class RetrievalSpec(_Strict):
     documents: DocumentsSpec
+    query: str | None = Field(
+        default=None, description="Template of the retrieval query over the item's fields, e.g. '{name}' "
+        "(default: the user message, instructions and all).")
     update: DocumentsSpec | None = Field(
         default=None, description="Upserted after the adapter is trained and before asking (changed facts: "
         "same ids replace the first version).")
@@ -171,17 +178,32 @@ class RetrievalSpec(_Strict):
 
 
 class TrainRows(_Strict):
-    """How to turn the suite's data into prompt/completion rows for a LoRA adapter."""
+    """How to turn rows (a JSONL file, or the suite's own documents) into prompt/completion rows."""
 
-    path: Path
+    path: Path | None = Field(default=None, description="JSONL file of rows (train splits only).")
+    documents: bool = Field(
+        default=False, description="Use the suite's retrieval documents, for every item of its selection (not "
+        "only --limit's), as rows with fields id, text, source: closed-book knowledge training.")
+    require: list[str] = Field(default_factory=list, description="Skip rows where any of these fields is empty.")
     prompts: list[str] = Field(min_length=1, description="One or more prompt templates per row (paraphrases).")
     completion: str = Field(description="Template of the completion.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TrainRows:
+        if (self.path is None) == (not self.documents):
+            raise ValueError("give exactly one of 'path' (a JSONL file) or 'documents: true'")
+        return self
 
 
 class TrainSpec(_Strict):
     name: str = Field(description="Adapter name prefix; the data hash is appended.")
-    rows: TrainRows
+    rows: list[TrainRows] = Field(min_length=1, description="One or more row sources, concatenated.")
     config: dict[str, Any] = Field(default_factory=dict, description="trainer.config.TrainConfig overrides.")
+
+    @field_validator("rows", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, dict) else v
 
 
 class AdapterSpec(_Strict):
@@ -205,10 +227,13 @@ class SuiteSpec(_Strict):
     prompt: PromptSpec
     metric: MetricSpec
     adapter: AdapterSpec | None = Field(default=None, description="null: no adapter; ft and hybrid arms are skipped.")
+    hybrid_adapter: AdapterSpec | None = Field(
+        default=None, description="The hybrid arm's adapter when it differs from ft's (facts: the reader adapter, "
+        "trained to answer from passages, while ft is a closed-book knowledge adapter). Default: `adapter`.")
     retrieval: RetrievalSpec | None = Field(default=None, description="null: no store; rag and hybrid are skipped.")
     batch_size: int = Field(default=16, ge=1, le=256)
 
-    @field_validator("adapter", mode="before")
+    @field_validator("adapter", "hybrid_adapter", mode="before")
     @classmethod
     def _adapter_shorthand(cls, v: Any) -> Any:
         return {"name": v} if isinstance(v, str) else v
@@ -223,10 +248,18 @@ class SuiteSpec(_Strict):
     def collection(self) -> str:
         return f"eval-{self.name}"
 
+    def arm_adapter(self, arm: str) -> AdapterSpec | None:
+        """The adapter an arm uses (None for base and rag)."""
+        if arm == "ft":
+            return self.adapter
+        if arm == "hybrid":
+            return self.hybrid_adapter or self.adapter
+        return None
+
     def arm_applicable(self, arm: str) -> tuple[bool, str]:
         if arm in ("rag", "hybrid") and self.retrieval is None:
             return False, "the suite declares no retrieval store"
-        if arm in ("ft", "hybrid") and self.adapter is None:
+        if arm in ("ft", "hybrid") and self.arm_adapter(arm) is None:
             return False, "the suite declares no adapter (there is nothing to fine-tune for it)"
         return True, ""
 
@@ -242,6 +275,7 @@ class Item(BaseModel):
     old: str | None = None
     name: str | None = None
     input: str
+    retrieval_query: str | None = Field(default=None, description="What the rag and hybrid arms retrieve with.")
     row: dict[str, Any]
 
 
@@ -269,6 +303,7 @@ class Suite:
                     raise ConfigError(f"{self.source.name}: data row lacks field {field!r} (has: {', '.join(sorted(row))})",
                                       param="data")
             ref = row[d.reference_field]
+            query = self.spec.retrieval.query if self.spec.retrieval else None
             items.append(Item(
                 id=str(row[d.id_field]),
                 user=render(self.spec.prompt.user, row),
@@ -276,6 +311,7 @@ class Suite:
                 old=str(row[d.old_field]) if d.old_field else None,
                 name=str(row[d.name_field]) if d.name_field else None,
                 input=str(row[d.input_field]),
+                retrieval_query=render(query, row) if query else None,
                 row=row,
             ))
         return items

@@ -43,3 +43,10 @@ class ConfigError(RagtuneError):
 
 class ModelNotAvailableError(ConfigError):
     """The base model cannot be provisioned (package missing, bad folder, checksum mismatch)."""
+
+
+class BackendUnavailableError(RagtuneError):
+    """A server ragtune talks to cannot be reached (a remote vLLM or ragtune service: down, starting, wrong URL)."""
+
+    status_code = 503
+    error_type = "service_unavailable"

@@ -67,7 +67,10 @@ class Settings(BaseSettings):
         le=1.0,
         description="retrieval=auto retrieves when the best passage's cosine similarity reaches this.",
     )
-    max_model_len: int = Field(default=1024, ge=128, description="Context length the engine reserves for.")
+    max_model_len: int = Field(
+        default=2048, ge=128,
+        description="Context length the engine reserves for (prompt with its passages + answer).",
+    )
     max_lora_rank: int = Field(default=16, ge=1, description="Largest LoRA rank the engine accepts.")
     max_loras: int = Field(
         default=3,
@@ -81,7 +84,18 @@ class Settings(BaseSettings):
     chunk_words: int = Field(default=120, ge=10, description="Words per retrieval chunk.")
     chunk_overlap: int = Field(default=30, ge=0, description="Words shared by consecutive chunks.")
     top_k: int = Field(default=4, ge=1, le=50, description="Passages retrieved per question.")
+    keyword_weight: float = Field(
+        default=0.4, ge=0.0, le=5.0,
+        description="Weight of the keyword (BM25) re-rank of dense candidates: years, numbers and rare names "
+        "the embedding blurs. 0 = dense order only.",
+    )
     max_tokens: int = Field(default=128, ge=1, description="Default generation length.")
+    reader_adapter: str | None = Field(
+        default="reader",
+        description="Adapter that answers from retrieved facts (trained RAFT-style to cite [n] and to say when "
+        "the passages do not answer). When it is loaded, a base-model request with retrieved facts uses it "
+        "unless the request sets reader: false. None = never.",
+    )
 
     @field_validator("chunk_overlap")
     @classmethod

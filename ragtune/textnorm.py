@@ -5,6 +5,13 @@ from __future__ import annotations
 import re
 import string
 
+# What a grounded reader says when the passages do not hold the answer. The reader adapter is
+# trained to write exactly this; the QA metric counts it (and the phrases below) as abstaining.
+NO_ANSWER = "not in the passages"
+_ABSTAIN_EXACT = frozenset({"no answer", "unanswerable", "unknown", "none", "not known", "cannot be determined",
+                            "not mentioned", "not stated", "not given", "i do not know", "i dont know"})
+_CITATION = re.compile(r"\[\d+\]")
+
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCT = set(string.punctuation)
 
@@ -32,3 +39,14 @@ def overlap_f1(same: int, n_pred: int, n_gold: int) -> float:
         return 0.0
     precision, recall = same / n_pred, same / n_gold
     return 2 * precision * recall / (precision + recall)
+
+
+def strip_citations(text: str) -> str:
+    """Drop citation markers ("Tucson [2]" -> "Tucson") so they do not count as answer tokens."""
+    return " ".join(_CITATION.sub(" ", text).split())
+
+
+def is_abstention(text: str) -> bool:
+    """Empty (SQuAD 2.0's no-answer), the reader's NO_ANSWER, or a common way of saying 'no answer'."""
+    norm = normalize_answer(strip_citations(text))
+    return not norm or norm.startswith(normalize_answer(NO_ANSWER)) or norm in _ABSTAIN_EXACT

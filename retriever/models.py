@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -11,7 +11,10 @@ MetadataValue = str | int | float | bool
 
 # Keys the store writes into every chunk's Chroma metadata; user metadata may not shadow them,
 # or tenant filtering and document lookup would silently break.
-RESERVED_METADATA_KEYS = frozenset({"tenant", "doc_id", "source", "chunk", "valid_from"})
+RESERVED_METADATA_KEYS = frozenset({"tenant", "doc_id", "source", "chunk", "valid_from", "kind"})
+# What a stored text is to the model: a fact to answer from and cite, or a worked example of the
+# task (the prompt shows examples as examples, never as sources to cite).
+PassageKind = Literal["fact", "example"]
 
 
 class Document(BaseModel):
@@ -26,6 +29,9 @@ class Document(BaseModel):
         default_factory=dict, description="Flat user metadata stored with every chunk (str/int/float/bool values)."
     )
     valid_from: date | None = Field(default=None, description="Date from which this version of the fact holds.")
+    kind: PassageKind = Field(
+        default="fact", description="'fact' (answered from and cited) or 'example' (a solved example of the task)."
+    )
 
     @field_validator("id")
     @classmethod
@@ -78,6 +84,7 @@ class Chunk(BaseModel):
     source: str
     text: str
     valid_from: date | None = None
+    kind: PassageKind = "fact"
     metadata: dict[str, Any] = Field(default_factory=dict, description="The document's user metadata.")
 
 
@@ -85,6 +92,9 @@ class Passage(Chunk):
     """A chunk returned by a search, with its similarity to the query."""
 
     score: float = Field(description="Cosine similarity to the query (1 - cosine distance); higher is better.")
+    keyword_score: float = Field(
+        default=0.0, description="BM25 of the query's words over the dense candidates, scaled to [0, 1] (ranking only)."
+    )
 
 
 class IngestResult(BaseModel):

@@ -30,6 +30,7 @@ from ragtune.settings import Settings
 from retriever.embeddings import MiniLMEmbeddingFunction, embed_texts
 from retriever.chunking import ChunkingConfig, chunk_document
 from retriever.models import RESERVED_METADATA_KEYS, Chunk, Document, IngestResult, Passage
+from retriever.rerank import rerank
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,10 @@ _COLLECTION_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
 # Tenants become part of stored record ids (see ``_record_id``), so '/' must not appear in them.
 _TENANT_RE = re.compile(r"^[A-Za-z0-9_.@:+-]{1,128}$")
 _INCLUDE_ALL = ["documents", "metadatas", "embeddings"]
+# Dense candidates fetched per requested passage for the keyword re-rank (12 for k=4 was best on
+# TimeQA's same-page paragraphs: recall@4 0.54 dense -> 0.62; BENCHMARKS.md).
+CANDIDATES_PER_RESULT = 3
+MIN_CANDIDATES = 10
 
 
 def validate_collection_name(name: str) -> str:
@@ -86,6 +91,7 @@ def _chunk_from(chunk_text: str, meta: Mapping[str, Any]) -> dict[str, Any]:
         "source": meta.get("source") or meta["doc_id"],
         "text": chunk_text,
         "valid_from": date.fromisoformat(valid_from) if valid_from else None,
+        "kind": meta.get("kind") or "fact",
         "metadata": {k: v for k, v in meta.items() if k not in RESERVED_METADATA_KEYS},
     }
 
@@ -214,7 +220,7 @@ class FactStore:
             pieces = chunk_document(doc.id, doc.text, self.chunking)
             for index, (cid, text) in enumerate(pieces):
                 meta: dict[str, Any] = dict(doc.metadata)
-                meta.update(tenant=tenant, doc_id=doc.id, source=doc.resolved_source, chunk=index)
+                meta.update(tenant=tenant, doc_id=doc.id, source=doc.resolved_source, chunk=index, kind=doc.kind)
                 if doc.valid_from is not None:
                     meta["valid_from"] = doc.valid_from.isoformat()
                 ids.append(_record_id(tenant, cid))
@@ -323,7 +329,11 @@ class FactStore:
     def search(
         self, query: str, k: int | None = None, collection: str | None = None, tenant: str | None = None
     ) -> list[Passage]:
-        """The ``k`` chunks of ``tenant`` most similar to ``query``, best first (score = cosine similarity)."""
+        """The ``k`` chunks of ``tenant`` that best match ``query``, best first.
+
+        Dense search over the embeddings, then a keyword (BM25) re-rank of the candidates weighted by
+        ``settings.keyword_weight`` (0 = dense order). ``Passage.score`` is the cosine similarity.
+        """
         if not isinstance(query, str) or not query.strip():
             raise InvalidRequestError("search query must not be empty", param="query")
         k = self.settings.top_k if k is None else k
@@ -338,13 +348,18 @@ class FactStore:
                 code="collection_not_found",
             )
         vector = embed_texts([query])[0]
+        weight = self.settings.keyword_weight
+        # Over-fetch for the keyword re-rank (retriever.rerank); dense-only asks for k exactly.
+        fetch = min(max(k * CANDIDATES_PER_RESULT, MIN_CANDIDATES), 100) if weight > 0 else k
         res = coll.query(
             query_embeddings=[vector],
-            n_results=k,
+            n_results=fetch,
             where={"tenant": tenant},
             include=["documents", "metadatas", "distances"],
         )
+        texts, metas = res["documents"][0], res["metadatas"][0]
+        dense = [1.0 - float(d) for d in res["distances"][0]]
         return [
-            Passage(**_chunk_from(text, meta), score=1.0 - float(dist))
-            for text, meta, dist in zip(res["documents"][0], res["metadatas"][0], res["distances"][0])
+            Passage(**_chunk_from(texts[i], metas[i]), score=dense[i], keyword_score=kw)
+            for i, kw in rerank(query, texts, dense, weight)[:k]
         ]

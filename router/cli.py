@@ -7,7 +7,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from ragtune.logs import engine_logs_to
 from ragtune.settings import Settings
+
+DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def register(app: typer.Typer) -> None:
@@ -26,32 +29,36 @@ def register(app: typer.Typer) -> None:
         collection: Annotated[str | None, typer.Option(help="Chroma collection to search.")] = None,
         tenant: Annotated[str | None, typer.Option(help="Tenant whose documents to search.")] = None,
         max_tokens: Annotated[int | None, typer.Option(help="Tokens to generate.")] = None,
+        url: Annotated[str | None, typer.Option(
+            help=f"A running ragtune service to ask (default: {DEFAULT_URL}, what `ragtune serve` binds; when "
+            "none answers there, an engine is started in this process).")] = None,
+        local: Annotated[bool, typer.Option("--local", help="Always start an engine in this process.")] = False,
     ) -> None:
-        """Answer one question through the same router the HTTP service uses."""
-        from router.factory import build_router
+        """Answer one question: through a running service when one is up, else with an engine started here."""
+        from router.ask import ask_local, ask_service, find_service, print_answer
         from router.schemas import ChatMessage, ChatQuery
 
-        wanted = "auto" if auto else retrieval
-        router = build_router(Settings(), with_store=wanted is not False)
-        try:
-            answer = router.answer(
-                ChatQuery(
-                    messages=[ChatMessage(role="user", content=question)],
-                    model=model,
-                    adapter=adapter,
-                    retrieval=wanted,
-                    collection=collection,
-                    tenant=tenant,
-                    max_tokens=max_tokens,
-                )
-            )
-        finally:
-            router.backend.close()
+        query = ChatQuery(
+            messages=[ChatMessage(role="user", content=question)],
+            model=model,
+            adapter=adapter,
+            retrieval="auto" if auto else retrieval,
+            collection=collection,
+            tenant=tenant,
+            max_tokens=max_tokens,
+        )
         console = Console()
-        console.print(answer.text)
-        for c in answer.citations:
-            console.print(f"[dim][{c.index}] {c.id} ({c.source}, score {c.score:.2f})[/dim]")
-        console.print(f"[dim]route: {answer.route.name} — {answer.route.reason}[/dim]")
+        service = None if local else find_service(url or DEFAULT_URL, required=url is not None, console=console)
+        if service is not None:
+            answer = ask_service(service, query)
+        else:
+            settings = Settings()
+            where = "" if local else f"no ragtune service at {DEFAULT_URL} (start one with `ragtune serve`); "
+            log = engine_logs_to(settings, "ask-engine")
+            console.print(f"[dim]{where}starting an engine in this process (about a minute on CPU; "
+                          f"engine log: {log})[/dim]")
+            answer = ask_local(settings, query)
+        print_answer(console, answer)
 
     @app.command("parity")
     def parity(

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from ragtune.errors import ConfigError, InvalidRequestError, NotFoundError
 from ragtune.settings import Settings
 from router.backends.base import Backend, GenerationRequest
+from router.continuation import MAX_ROUNDS, continuation, generate_until_content, joined, needs_more
 from router.prompt import PromptBuilder
 from router.routes import RouteSpec, check_routes, load_routes
 from router.schemas import Answer, ChatMessage, ChatQuery, Citation, Route
@@ -112,9 +113,28 @@ class Router:
                     )
         else:
             reasons.append("no retrieval requested" if origin == "default" else f"retrieval off ({origin})")
+        if adapter is None:
+            adapter = self._reader_for(q, passages, adapters, reasons)
         name = query.model if spec is not None else (adapter or BASE)
         route = Route(name=name, adapter=adapter, retrieval=bool(passages) or mode == "on", reason="; ".join(reasons))
         return route, q, passages
+
+    def _reader_for(self, query: ChatQuery, passages: list, adapters, reasons: list[str]) -> str | None:
+        """The reader adapter for a base-model answer over retrieved facts, when it is loaded and wanted."""
+        reader = self.settings.reader_adapter
+        facts = bool(passages) and all(p.kind == "fact" for p in passages)
+        if query.reader is False or not facts:
+            return None
+        if reader is None or reader not in adapters:
+            if query.reader:
+                raise InvalidRequestError(
+                    f"reader: true, but the reader adapter ({reader or 'settings.reader_adapter is unset'}) is not "
+                    f"loaded (loaded: {', '.join(sorted(adapters)) or 'none'}).", param="reader",
+                )
+            return None
+        reasons.append(f"reader adapter '{reader}' answers from the retrieved passages and cites them "
+                       "(reader: false for the bare base model)")
+        return reader
 
     @staticmethod
     def _with_route_defaults(query: ChatQuery, spec: RouteSpec | None) -> ChatQuery:
@@ -145,7 +165,8 @@ class Router:
         passages = [ps for _, _, ps in plans]
         queries = [q for _, q, _ in plans]
         requests = [self._request(q, r, ps) for q, r, ps in zip(queries, routes, passages)]
-        generations = self.backend.generate(requests)  # backends serialise engine access themselves
+        # Backends serialise engine access themselves; blank answers cut by a stop are continued.
+        generations = generate_until_content(self.backend, requests)
         latency_ms = (time.perf_counter() - start) * 1000
         return [
             _answer(g, r, ps, latency_ms, text=g.text.strip()) for g, r, ps in zip(generations, routes, passages)
@@ -166,33 +187,43 @@ class Router:
         request = self._request(query, route, passages)
         citations = _citations(passages)
         stream_fn = getattr(self.backend, "generate_stream", None)
-        if stream_fn is None:
-            generation = self.backend.generate([request])[0]
-            pieces: Iterator = iter([generation.text, generation])
-        else:
-            pieces = stream_fn(request)  # validates eagerly, then yields str pieces and the Generation
+
+        def _open(req: GenerationRequest) -> Iterator:
+            if stream_fn is None:
+                generation = self.backend.generate([req])[0]
+                return iter([generation.text, generation])
+            return stream_fn(req)  # validates eagerly, then yields str pieces and the Generation
+
+        pieces = _open(request)
 
         def _events() -> Iterator[str | Answer]:
+            nonlocal pieces
             raw = ""  # everything the engine produced so far
             sent = 0  # characters of the stripped text already yielded
+            total = None  # the Generation so far (rounds joined, see router.continuation)
             try:
-                for piece in pieces:
-                    if not isinstance(piece, str):
-                        text = piece.text.strip()
-                        if len(text) > sent:
-                            yield text[sent:]
-                        yield _answer(piece, route, passages, (time.perf_counter() - start) * 1000, text=text)
-                        return
-                    raw += piece
-                    # Hold back leading and trailing whitespace so the pieces add up to the stripped text.
-                    visible = raw.strip()
-                    if len(visible) > sent:
-                        yield visible[sent:]
-                        sent = len(visible)
+                for round_ in range(MAX_ROUNDS + 1):
+                    for piece in pieces:
+                        if not isinstance(piece, str):
+                            total = piece if total is None else joined(total, piece)
+                            break
+                        raw += piece
+                        # Hold back leading and trailing whitespace so the pieces add up to the stripped text.
+                        visible = raw.strip()
+                        if len(visible) > sent:
+                            yield visible[sent:]
+                            sent = len(visible)
+                    if total is None or round_ == MAX_ROUNDS or not needs_more(request, total):
+                        break
+                    raw += total.stop_reason
+                    _close(pieces)
+                    pieces = _open(continuation(request, total))  # the stop came before any content
+                text = total.text.strip()
+                if len(text) > sent:
+                    yield text[sent:]
+                yield _answer(total, route, passages, (time.perf_counter() - start) * 1000, text=text)
             finally:
-                close = getattr(pieces, "close", None)
-                if close is not None:
-                    close()  # stops (aborts) the engine's generation when the caller stops early
+                _close(pieces)  # stops (aborts) the engine's generation when the caller stops early
 
         return route, citations, _events()
 
@@ -212,7 +243,7 @@ class Router:
         )
 
     def _retrieve(self, query: ChatQuery):
-        question = query.messages[-1].content
+        question = query.retrieval_query or query.messages[-1].content
         return self.store.search(
             question,
             k=query.top_k or self.settings.top_k,
@@ -221,9 +252,15 @@ class Router:
         )
 
 
+def _close(pieces) -> None:
+    close = getattr(pieces, "close", None)
+    if close is not None:
+        close()
+
+
 def _citations(passages) -> list[Citation]:
     return [
-        Citation(index=i, id=p.doc_id, chunk_id=p.id, source=p.source, score=p.score, text=p.text)
+        Citation(index=i, id=p.doc_id, chunk_id=p.id, source=p.source, score=p.score, text=p.text, kind=p.kind)
         for i, p in enumerate(passages, start=1)
     ]
 

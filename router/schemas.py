@@ -25,6 +25,14 @@ class ChatQuery(BaseModel):
         description="Retrieve passages and cite them: true, false, or 'auto' (retrieve when the best passage "
         "scores at least settings.retrieval_threshold). None = the route's default (off without a route).",
     )
+    retrieval_query: str | None = Field(
+        default=None, description="Text to retrieve with (default: the last user message). Name the entity or "
+        "question here when the message also carries instructions that would drown it.",
+    )
+    reader: bool | None = Field(
+        default=None, description="Answer base-model requests with retrieved facts through the reader adapter "
+        "(settings.reader_adapter). None = when it is loaded; false = the bare base model; true = require it.",
+    )
     collection: str | None = None
     tenant: str | None = None
     top_k: int | None = Field(default=None, ge=1, le=50)
@@ -40,6 +48,13 @@ class ChatQuery(BaseModel):
     plain_text: bool = Field(
         default=False, description="The caller asked for plain text (OpenAI type 'text'): no route JSON default."
     )
+
+    @field_validator("retrieval_query")
+    @classmethod
+    def _query_not_blank(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("retrieval_query is empty")
+        return v
 
     @field_validator("messages")
     @classmethod
@@ -58,6 +73,7 @@ class Citation(BaseModel):
     source: str
     score: float
     text: str
+    kind: Literal["fact", "example"] = Field(default="fact", description="'example' passages are not sources.")
 
 
 class Route(BaseModel):

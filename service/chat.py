@@ -44,6 +44,8 @@ def to_query(body: ChatCompletionRequest) -> ChatQuery:
         model=body.model,
         adapter=body.adapter,
         retrieval=body.retrieval,
+        retrieval_query=body.retrieval_query,
+        reader=body.reader,
         collection=body.collection,
         tenant=body.tenant,
         top_k=body.top_k,

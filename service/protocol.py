@@ -82,6 +82,12 @@ class ChatCompletionRequest(BaseModel):
         default=None, description="true, false or 'auto'; unset = the route's default (off for an adapter or base)."
     )
     adapter: str | None = None
+    retrieval_query: str | None = Field(
+        default=None, description="Text to retrieve with (default: the last user message)."
+    )
+    reader: bool | None = Field(
+        default=None, description="Base model + retrieved facts: use the reader adapter (default: when loaded)."
+    )
     collection: str | None = None
     tenant: str | None = None
     top_k: int | None = Field(default=None, ge=1, le=50)

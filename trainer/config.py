@@ -96,6 +96,12 @@ class TrainConfig(BaseModel):
         "schema validity, and training refuses rows whose completion breaks it.",
     )
 
+    save_dtype: Literal["bfloat16", "float32"] = Field(
+        default="bfloat16",
+        description="Dtype of the published adapter weights. The engines serve LoRA in the compute dtype, so "
+        "bf16 halves the file (7.6 vs 15 MB at r=16 on gemma-3-270m) and changes no served token.",
+    )
+
     # --- Cost and output
     gpu_hour_usd: float = Field(default=3.5, description="Price of one GPU hour (default: an H200 on demand).")
     cpu_hour_usd: float = Field(default=0.0, description="Price of one machine hour when training on CPU.")

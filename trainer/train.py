@@ -110,6 +110,7 @@ def train_adapter(
             trainer.evaluate()  # too few steps for eval_steps: still report one held-out loss
         staging = Path(tempfile.mkdtemp(prefix=f".tmp-{final_dir.name}-", dir=final_dir.parent))
         trainer.model.save_pretrained(staging)
+        cast_saved_adapter(staging, config.save_dtype)
         tokenizer.save_pretrained(staging)
         state = trainer.state
         world_size = trainer.args.world_size
@@ -155,6 +156,20 @@ def train_adapter(
 
 # ---------------------------------------------------------------------------------------------
 # Building blocks
+
+
+def cast_saved_adapter(folder: Path, dtype: str) -> None:
+    """Rewrite the saved LoRA weights in ``dtype`` (peft saves them as trained, in float32)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "adapter_model.safetensors"
+    target = getattr(torch, dtype)
+    tensors = load_file(path)
+    if all(t.dtype == target or not t.is_floating_point() for t in tensors.values()):
+        return
+    cast = {k: t.to(target) if t.is_floating_point() else t for k, t in tensors.items()}
+    save_file(cast, path, metadata={"format": "pt"})
 
 
 def _load_tokenizer(base_dir: Path):

@@ -48,6 +48,14 @@ class Generation(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str = Field(description="'stop' (EOS or a stop string) or 'length'.")
+    stop_reason: str | None = Field(
+        default=None, description="The stop string that ended the text (not in it); None for EOS or length."
+    )
+
+
+def stop_string(reason: object) -> str | None:
+    """An engine's stop reason when a stop *string* ended the text (vLLM gives a token id for stop tokens)."""
+    return reason if isinstance(reason, str) else None
 
 
 class Backend(ABC):

@@ -150,16 +150,18 @@ class TransformersBackend(Backend):
         if new_ids and new_ids[-1] in eos:
             finish = "stop"  # like vLLM, the EOS id stays in token_ids; decode drops it from the text
         text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
-        if req.stop:
-            cut = min((text.find(s) for s in req.stop if s in text), default=-1)
-            if cut >= 0:
-                text, finish = text[:cut], "stop"
+        stop_reason = None
+        found = [(text.find(s), s) for s in req.stop or [] if s in text]
+        if found:
+            cut, stop_reason = min(found)
+            text, finish = text[:cut], "stop"
         return Generation(
             text=text,
             token_ids=new_ids,
             prompt_tokens=prompt_len,
             completion_tokens=len(new_ids),
             finish_reason=finish,
+            stop_reason=stop_reason,
         )
 
     def _eos_ids(self) -> set[int]:

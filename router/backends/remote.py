@@ -37,23 +37,16 @@ from pathlib import Path
 
 import httpx
 
-from ragtune.errors import ConfigError, InvalidRequestError, NotFoundError, RagtuneError
+from ragtune.errors import BackendUnavailableError, ConfigError, InvalidRequestError, NotFoundError, RagtuneError
 from ragtune.settings import Settings
 from router.adapters import AdapterInfo, validate_adapter_dir, validate_adapter_name
-from router.backends.base import Backend, Generation, GenerationRequest
+from router.backends.base import Backend, Generation, GenerationRequest, stop_string
 
 log = logging.getLogger(__name__)
 
 #: Seconds to wait for the server's /health at start-up (e.g. when both start in docker compose).
 WAIT_ENV = "RAGTUNE_VLLM_WAIT_S"
 _MAX_PARALLEL = 32
-
-
-class BackendUnavailableError(RagtuneError):
-    """The remote generation server cannot be reached (down, starting, wrong URL)."""
-
-    status_code = 503
-    error_type = "service_unavailable"
 
 
 class RemoteBackendError(RagtuneError):
@@ -239,6 +232,7 @@ class RemoteVLLMBackend(Backend):
             prompt_tokens=int(usage.get("prompt_tokens", len(body["prompt"]))),
             completion_tokens=int(usage.get("completion_tokens", len(token_ids))),
             finish_reason=choice.get("finish_reason") or "stop",
+            stop_reason=stop_string(choice.get("stop_reason")),
         )
 
     def _tokenize(self, req: GenerationRequest) -> list[int]:
@@ -314,7 +308,7 @@ class RemoteVLLMBackend(Backend):
 
     @staticmethod
     def _events(response: httpx.Response, prompt_len: int) -> Iterator[str | Generation]:
-        text, token_ids, finish, usage = "", [], None, {}
+        text, token_ids, finish, stop_reason, usage = "", [], None, None, {}
         try:
             for line in response.iter_lines():
                 if not line.startswith("data:"):
@@ -332,6 +326,7 @@ class RemoteVLLMBackend(Backend):
                     token_ids.extend(choice.get("token_ids") or [])
                     if choice.get("finish_reason"):
                         finish = choice["finish_reason"]
+                        stop_reason = stop_string(choice.get("stop_reason"))
                     if piece:
                         text += piece
                         yield piece
@@ -341,6 +336,7 @@ class RemoteVLLMBackend(Backend):
                 prompt_tokens=int(usage.get("prompt_tokens", prompt_len)),
                 completion_tokens=int(usage.get("completion_tokens", len(token_ids))),
                 finish_reason=finish or "stop",
+                stop_reason=stop_reason,
             )
         except httpx.TransportError as exc:
             raise BackendUnavailableError(f"The vLLM server dropped the stream ({type(exc).__name__}: {exc}).") from exc

@@ -21,7 +21,7 @@ from pathlib import Path
 from ragtune.errors import ConfigError, InvalidRequestError
 from ragtune.settings import Settings
 from router.adapters import AdapterInfo, validate_adapter_dir, validate_adapter_name
-from router.backends.base import Backend, Generation, GenerationRequest
+from router.backends.base import Backend, Generation, GenerationRequest, stop_string
 from router.backends.slots import SlotPlanner, split_batch
 
 log = logging.getLogger(__name__)
@@ -169,6 +169,7 @@ class VLLMBackend(Backend):
                         prompt_tokens=len(out.prompt_token_ids or prompts[i]),
                         completion_tokens=len(token_ids),
                         finish_reason=completion.finish_reason or "stop",
+                        stop_reason=stop_string(completion.stop_reason),
                     )
             return [r for r in results if r is not None]
 
@@ -299,6 +300,7 @@ class VLLMBackend(Backend):
                                     prompt_tokens=len(out.prompt_token_ids or prompt),
                                     completion_tokens=len(token_ids),
                                     finish_reason=completion.finish_reason or "stop",
+                                    stop_reason=stop_string(completion.stop_reason),
                                 )
                             )
                             return

@@ -53,7 +53,10 @@ def test_shipped_suites_load_and_render():
     assert fmt.items(1)[0].user.split("\n\n")[0] == train_prompt.split("\n\n")[0]
     assert fmt.spec.arm_applicable("ft") == (True, "")
     facts = resolve_suites(["facts"])[0]
-    assert facts.spec.arm_applicable("ft")[0] is False and facts.spec.arm_applicable("hybrid")[0] is False
+    # four arms on facts: ft = a closed-book knowledge adapter, hybrid = the reader adapter
+    assert facts.spec.arm_applicable("ft") == facts.spec.arm_applicable("hybrid") == (True, "")
+    assert facts.spec.arm_adapter("ft").train is not None and facts.spec.arm_adapter("hybrid").name == "reader"
+    assert fmt.spec.arm_adapter("hybrid") == fmt.spec.arm_adapter("ft")  # default: the same adapter
 
 
 def test_user_suite_file_loads(tmp_path, data_file):
@@ -125,7 +128,7 @@ def test_changing_facts_protocol_pieces():
     assert [d.id for d in v1] == [d.id for d in v2]
     for it, a, b in zip(items, v1, v2):
         assert it.old in a.text and it.reference in b.text and it.old not in b.text
-    rows = training_rows(suite.spec.adapter.train)
+    rows = training_rows(suite.spec.adapter.train, suite)
     assert len(rows) == 3 * len(items)
     assert {r["completion"] for r in rows} == {it.old for it in items}  # the adapter only ever sees v1
     assert any(r["prompt"] == items[0].user for r in rows)

@@ -7,7 +7,15 @@ from pydantic import ValidationError
 
 from retriever.models import Passage
 from ragtune.templates import INSTRUCTION_STOPS
-from router.prompt import PLAIN_STOPS, PromptBuilder, build_plain_prompt
+from router.prompt import (
+    EXAMPLES_INSTRUCTION,
+    PLAIN_FACTS_CUE,
+    PLAIN_STOPS,
+    RAG_INSTRUCTION,
+    PromptBuilder,
+    build_plain_prompt,
+    context_text,
+)
 from router.schemas import ChatMessage, ChatQuery
 
 
@@ -19,10 +27,24 @@ def test_passages_are_numbered_in_order_with_sources():
     prompt = build_plain_prompt(
         [ChatMessage(role="user", content="Who?")], [_p("a", "Alpha  text\nwraps."), _p("b", "Beta.")]
     )
-    assert "[1] (a.md) Alpha text wraps." in prompt
-    assert "[2] (b.md) Beta." in prompt
-    assert prompt.index("[1]") < prompt.index("[2]") < prompt.index("Question: Who?")
-    assert prompt.endswith("Question: Who?\nAnswer:")
+    assert "Passage [1] (a.md): Alpha text wraps." in prompt
+    assert "Passage [2] (b.md): Beta." in prompt
+    # passages right before the question, the cue between them: the answer starts after "Answer:"
+    assert prompt.index("[1]") < prompt.index("[2]") < prompt.index(PLAIN_FACTS_CUE) < prompt.index("Question: Who?")
+    assert prompt.endswith(f"{PLAIN_FACTS_CUE}\nQuestion: Who?\nAnswer:")
+
+
+def test_examples_are_shown_as_examples_not_sources():
+    ex = _p("e", "Description: x\nJSON: {}").model_copy(update={"kind": "example"})
+    fact = _p("a", "Alpha.")
+    msgs = [ChatMessage(role="user", content="Do it.")]
+    plain = build_plain_prompt(msgs, [ex])
+    assert EXAMPLES_INSTRUCTION in plain and "Example 1:\nDescription: x" in plain
+    assert RAG_INSTRUCTION not in plain and PLAIN_FACTS_CUE not in plain and "[1]" not in plain
+    # mixed: facts keep their citation numbers ([2] here), examples are not numbered as sources
+    mixed = context_text([ex, fact])
+    assert "Example 1:" in mixed and "[2] (a.md) Alpha." in mixed and "[1]" not in mixed
+    assert mixed.index(EXAMPLES_INSTRUCTION) < mixed.index(RAG_INSTRUCTION)
 
 
 def test_no_passages_means_no_instruction():
