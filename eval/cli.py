@@ -17,7 +17,9 @@ def register(app: typer.Typer) -> None:
         suite: Annotated[list[str] | None, typer.Option(
             "--suite", "-s", help="Suite to run (repeatable): facts, changing, format, voice, hybrid, 'all', "
             "or a path to a suite .yaml file.")] = None,
-        limit: Annotated[int | None, typer.Option(min=1, help="Items per suite (first N of its selection).")] = None,
+        limit: Annotated[list[str] | None, typer.Option(
+            help="Items per suite (first N of its selection): N for every suite, or SUITE=N for one "
+            "(repeatable, e.g. --limit 20 --limit facts=80).")] = None,
         out: Annotated[Path, typer.Option(help="Reports folder; the run writes OUT/<run-id>/.")] = Path("reports"),
         gpu_hour_usd: Annotated[float, typer.Option(
             min=0, help="$ per accelerator hour for the cost per 1k requests (CPU time is priced the same).")]
@@ -29,16 +31,30 @@ def register(app: typer.Typer) -> None:
         """Base vs rag-only vs ft-only vs hybrid on held-out suites; writes report.html and results.json."""
         from eval.report import print_summary
         from eval.run import EvalConfig, run_eval
-        from ragtune.logs import engine_logs_to
+        from ragtune.logs import with_engine_log
         from ragtune.settings import Settings
 
-        settings = Settings()
+        settings = with_engine_log(Settings(), "eval-engine")
         console = Console()
-        log = engine_logs_to(settings, "eval-engine")
-        console.print(f"[dim]engine log: {log}[/dim]")
-        config = EvalConfig(suites=suite or ["all"], limit=limit, out=out, gpu_hour_usd=gpu_hour_usd,
-                            batch_size=batch_size, run_id=run_id, progress=progress)
+        console.print(f"[dim]engine log: {settings.engine_log}[/dim]")
+        default, per_suite = parse_limits(limit or [])
+        config = EvalConfig(suites=suite or ["all"], limit=default, limits=per_suite, out=out,
+                            gpu_hour_usd=gpu_hour_usd, batch_size=batch_size, run_id=run_id, progress=progress)
         results, run_dir = run_eval(config, settings)
         print_summary(results, console)
         console.print(f"report: {run_dir / 'report.html'}")
         console.print(f"results: {run_dir / 'results.json'}")
+
+
+def parse_limits(values: list[str]) -> tuple[int | None, dict[str, int]]:
+    """``["20", "facts=80"]`` -> (20, {"facts": 80}); a bad value is a BadParameter naming it."""
+    default, per_suite = None, {}
+    for value in values:
+        name, _, count = value.rpartition("=")
+        if not count.isdigit() or int(count) < 1 or (name == "" and "=" in value):
+            raise typer.BadParameter(f"{value!r}: give N or SUITE=N with N >= 1", param_hint="--limit")
+        if name:
+            per_suite[name] = int(count)
+        else:
+            default = int(count)
+    return default, per_suite

@@ -12,6 +12,7 @@ from eval.suites import METRIC_KINDS
 
 ARM_LABEL = {"base": "base", "rag": "rag-only", "ft": "ft-only", "hybrid": "hybrid"}
 ARM_COLOR = {"base": "#9e9e9e", "rag": "#1f77b4", "ft": "#ff7f0e", "hybrid": "#2ca02c"}
+SHORT_MECHANISM = {"rag": "retrieval", "ft": "adapter", "both": "both"}
 EMPTY_WARN = 0.05  # more empty answers than this flags the arm in the report
 VERDICT_COLOR = {"agrees": "#2e7d32", "tie": "#f9a825", "disagrees": "#c62828", "undecided": "#757575"}
 
@@ -179,7 +180,8 @@ def _decision(suite: SuiteResult) -> str:
         f"<p><b>Winner on {html.escape(d.primary_metric)}:</b> {ARM_LABEL.get(d.winner or '', '–')}"
         f" &nbsp; <span class='badge' style='background:{color}'>{d.verdict}</span></p>"
         f"<p>{html.escape(d.summary)}</p>"
-        f"<p><b>Rule:</b> {html.escape(d.rule)} The rule predicts <b>{ARM_LABEL[d.expected]}</b>.</p>"
+        f"<p><b>Rule:</b> {html.escape(d.rule)} The rule predicts that <b>{html.escape(d.mechanism)}</b> wins "
+        f"({', '.join(ARM_LABEL[a] for a in d.expected_arms)}).</p>"
         + (f"<p><b>Note:</b> {html.escape(d.note)}</p>" if d.note else "")
         + "</div>"
     )
@@ -213,7 +215,7 @@ def render_html(results: EvalResults, examples: int = 3) -> str:
     run = results.run
     overview = "".join(
         f"<tr><td><a href='#{s.name}'>{s.name}</a></td><td>{ARM_LABEL.get(s.decision.winner or '', '–')}</td>"
-        f"<td>{ARM_LABEL[s.decision.expected]}</td><td><span class='badge' style='background:"
+        f"<td>{html.escape(s.decision.mechanism)}</td><td><span class='badge' style='background:"
         f"{VERDICT_COLOR[s.decision.verdict]}'>{s.decision.verdict}</span></td>"
         f"<td class='num'>{(s.decision.margin.diff if s.decision.margin else float('nan')):+.3f}</td>"
         f"<td>{'yes' if s.decision.margin and s.decision.margin.significant else 'no'}</td></tr>"
@@ -254,16 +256,17 @@ def write_report(results: EvalResults, path: Path, examples: int = 3) -> Path:
 def print_summary(results: EvalResults, console) -> None:
     """The comparison on a terminal: per suite the arms' primary-metric means with 95% intervals and
     empty-answer rates, then the decision, its margin and the rule it is checked against."""
+    from rich import box
     from rich.table import Table
 
     arms = ["base", "rag", "ft", "hybrid"]
-    table = Table(title="Which arm wins? (primary metric, mean [95% CI]; ∅ = empty answers)", title_justify="left")
+    table = Table(title="Which arm wins? Primary metric: mean, 95% CI, ∅ empty answers", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("suite")
     for arm in arms:
-        table.add_column(ARM_LABEL[arm], justify="right")
+        table.add_column(arm, justify="right")
     table.add_column("winner")
-    table.add_column("rule")
-    table.add_column("verdict")
+    table.add_column("verdict\nrule")
     for suite in results.suites:
         by_arm = {a.arm: a for a in suite.arms}
         cells = []
@@ -274,11 +277,11 @@ def print_summary(results: EvalResults, console) -> None:
                 continue
             iv = a.metrics[suite.primary_metric]
             empty = f"\n∅ {a.empty_rate:.0%}" if a.empty_rate else ""
-            cells.append(f"{iv.mean:.3f}\n[{iv.low:.3f}, {iv.high:.3f}]{empty}")
+            cells.append(f"{iv.mean:.3f}\n{iv.low:.2f}–{iv.high:.2f}{empty}")
         d = suite.decision
         color = {"agrees": "green", "tie": "yellow", "disagrees": "red"}.get(d.verdict, "dim")
-        table.add_row(f"{suite.name}\n[dim]{suite.primary_metric}, n={suite.n_items}[/dim]", *cells,
-                      ARM_LABEL.get(d.winner or "", "-"), ARM_LABEL[d.expected], f"[{color}]{d.verdict}[/{color}]")
+        table.add_row(f"{suite.name}\n[dim]{suite.primary_metric}\nn={suite.n_items}[/dim]", *cells,
+                      d.winner or "-", f"[{color}]{d.verdict}[/{color}]\n{SHORT_MECHANISM[suite.expect]}")
     console.print(table)
     for suite in results.suites:
         d = suite.decision

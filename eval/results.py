@@ -85,11 +85,15 @@ class Decision(_Strict):
     winner: Arm | None
     runner_up: Arm | None
     margin: PairedDiff | None = Field(description="winner minus runner-up on the primary metric, paired.")
-    expected: Arm = Field(description="The arm the rule predicts.")
+    expected: Arm = Field(description="The arm that is the rule's mechanism alone (rag, ft, or hybrid for both).")
+    expected_arms: list[Arm] = Field(default_factory=list, description="Every arm that uses the rule's mechanism.")
+    mechanism: str = Field(default="", description="What the rule says carries the task (retrieval, the adapter, both).")
+    mechanism_margin: PairedDiff | None = Field(
+        default=None, description="Best arm with the mechanism minus best arm without it, paired.")
     rule: str
     verdict: Literal["agrees", "tie", "disagrees", "undecided"] = Field(
-        description="agrees: the expected arm won; tie: it lost but not significantly; disagrees: it lost "
-        "significantly; undecided: fewer than two arms ran.")
+        description="agrees: an arm with the rule's mechanism won; tie: one without it won, but not "
+        "significantly; disagrees: it won significantly; undecided: fewer than two arms ran.")
     summary: str
     note: str = ""
 
@@ -129,6 +133,7 @@ class RunInfo(_Strict):
     backend: str
     device: str = Field(description="'cpu' or the GPU name: latencies and costs are measured here.")
     limit: int | None
+    limits: dict[str, int] = Field(default_factory=dict, description="Per-suite item counts that overrode `limit`.")
     batch_size: int
     gpu_hour_usd: float
     seconds: float

@@ -43,6 +43,16 @@ from eval.suites import ARMS, METRIC_KINDS, Suite, resolve_suites
 from ragtune.settings import Settings
 
 EXPECTED_ARM = {"rag": "rag", "ft": "ft", "both": "hybrid"}
+# What each arm brings: (retrieval, adapter). The rule names a mechanism, not an arm: "facts ->
+# retrieval" holds when the winner retrieves, whether the base model or the reader adapter reads.
+USES = {"base": (False, False), "rag": (True, False), "ft": (False, True), "hybrid": (True, True)}
+MECHANISM = {"rag": "retrieval", "ft": "the adapter", "both": "retrieval and the adapter together"}
+
+
+def carries(arm: str, expect: str) -> bool:
+    """Whether ``arm`` uses the mechanism the rule names for ``expect``."""
+    retrieval, adapter = USES[arm]
+    return {"rag": retrieval, "ft": adapter, "both": retrieval and adapter}[expect]
 # The seed's rule, in its own words, per expectation.
 RULES = {
     "rag": "RAG for changing, cited or per-user knowledge: facts live in a store that is updated "
@@ -60,6 +70,7 @@ class EvalConfig(BaseModel):
 
     suites: list[str] = Field(default_factory=lambda: ["all"], description="Shipped suite names, paths, or 'all'.")
     limit: int | None = Field(default=None, ge=1, description="Items per suite (first N of its selection).")
+    limits: dict[str, int] = Field(default_factory=dict, description="Per-suite item counts, overriding `limit`.")
     out: Path = Field(default=Path("reports"), description="Reports folder; the run writes OUT/<run-id>/.")
     run_id: str | None = Field(default=None, description="Folder name of the run (default: UTC timestamp).")
     gpu_hour_usd: float = Field(default=DEFAULT_GPU_HOUR_USD, ge=0, description="Price of an accelerator hour.")
@@ -103,7 +114,9 @@ def _decide(suite: Suite, arms: list[ArmResult], scores: dict[str, list[float]])
     ]
     if len(ran) < 2:
         return Decision(primary_metric=primary, higher_is_better=higher, winner=ran[0].arm if ran else None,
-                        runner_up=None, margin=None, expected=expected, rule=rule, verdict="undecided",
+                        runner_up=None, margin=None, expected=expected,
+                        expected_arms=[a for a in ARMS if carries(a, suite.spec.expect)],
+                        mechanism=MECHANISM[suite.spec.expect], rule=rule, verdict="undecided",
                         summary="fewer than two arms ran; nothing to compare"), comparisons
     sign = 1 if higher else -1
     # Stable order (ARMS) breaks exact ties in favour of the simpler, cheaper arm.
@@ -116,33 +129,45 @@ def _decide(suite: Suite, arms: list[ArmResult], scores: dict[str, list[float]])
                f"[{margin.low:+.3f}, {margin.high:+.3f}], p={margin.p_value:.3f} — "
                + ("significant." if margin.significant else "not significant at this sample size."))
     note = ""
-    if winner.arm == expected:
+    expect = suite.spec.expect
+    with_it = [a for a in ranked if carries(a.arm, expect)]
+    without = [a for a in ranked if not carries(a.arm, expect)]
+    mechanism = None
+    if with_it and without:  # best arm with the rule's mechanism vs best arm without it
+        mechanism = paired_bootstrap(scores[with_it[0].arm], scores[without[0].arm],
+                                     names=(with_it[0].arm, without[0].arm), metric=primary)
+        summary += (f" With {MECHANISM[expect]}: best {with_it[0].arm} ({with_it[0].metrics[primary].mean:.3f}); "
+                    f"without: best {without[0].arm} ({without[0].metrics[primary].mean:.3f}); difference "
+                    f"{mechanism.diff:+.3f}, 95% CI [{mechanism.low:+.3f}, {mechanism.high:+.3f}]"
+                    + (", significant." if mechanism.significant else ", not significant."))
+    if carries(winner.arm, expect):
         verdict = "agrees"
-    elif expected not in {a.arm for a in ran}:
+    elif not with_it:
         verdict = "undecided"
-        note = f"The expected arm ({expected}) did not run for this suite."
+        note = f"No arm with {MECHANISM[expect]} ran for this suite."
     else:
-        vs = paired_bootstrap(scores[winner.arm], scores[expected], names=(winner.arm, expected), metric=primary)
+        best = with_it[0]
+        vs = paired_bootstrap(scores[winner.arm], scores[best.arm], names=(winner.arm, best.arm), metric=primary)
         verdict = "disagrees" if vs.significant else "tie"
-        exp_mean = next(a for a in ran if a.arm == expected).metrics[primary].mean
-        note = (f"The rule expects {expected} to win, but {winner.arm} scored {better} on {primary} "
-                f"({winner.metrics[primary].mean:.3f} vs {exp_mean:.3f}; difference {vs.diff:+.3f}, "
-                f"95% CI [{vs.low:+.3f}, {vs.high:+.3f}]). "
+        note = (f"The rule expects {MECHANISM[expect]} to win, but {winner.arm} scored {better} on {primary} "
+                f"than the best arm with it, {best.arm} ({winner.metrics[primary].mean:.3f} vs "
+                f"{best.metrics[primary].mean:.3f}; difference {vs.diff:+.3f}, 95% CI [{vs.low:+.3f}, {vs.high:+.3f}]). "
                 + ("The data disagree with the expectation for this model and task."
                    if vs.significant else "The gap is within noise: the data neither confirm nor refute the rule."))
     if winner.cost_per_1k_usd is not None and runner.cost_per_1k_usd is not None:
         summary += (f" Serving cost per 1k requests: {winner.arm} ${winner.cost_per_1k_usd:.3f} vs "
                     f"{runner.arm} ${runner.cost_per_1k_usd:.3f}.")
     return Decision(primary_metric=primary, higher_is_better=higher, winner=winner.arm, runner_up=runner.arm,
-                    margin=margin, expected=expected, rule=rule, verdict=verdict, summary=summary,
-                    note=note), comparisons
+                    margin=margin, expected=expected, expected_arms=[a for a in ARMS if carries(a, expect)],
+                    mechanism=MECHANISM[expect], mechanism_margin=mechanism, rule=rule, verdict=verdict,
+                    summary=summary, note=note), comparisons
 
 
 def run_suite(suite: Suite, router, store, settings: Settings, config: EvalConfig, cache_dir: Path,
               style, progress: Progress | None, console: Console) -> SuiteResult:
     started = time.perf_counter()
     spec = suite.spec
-    items = suite.items(config.limit)
+    items = suite.items(config.limits.get(suite.name, config.limit))
     if not items:
         raise ValueError(f"suite {suite.name!r} selected no items")
     batch = config.batch_size or spec.batch_size
@@ -268,7 +293,7 @@ def run_eval(config: EvalConfig, settings: Settings | None = None, backend=None,
     eval_results = EvalResults(
         run=RunInfo(
             run_id=run_id, created_at=datetime.now(timezone.utc), ragtune_version=_version(),
-            base_model=settings.base_model, backend=settings.backend, device=_device_name(), limit=config.limit,
+            base_model=settings.base_model, backend=settings.backend, device=_device_name(), limit=config.limit, limits=config.limits,
             batch_size=config.batch_size or 0, gpu_hour_usd=config.gpu_hour_usd,
             seconds=time.perf_counter() - started,
             settings={"max_model_len": settings.max_model_len, "dtype": settings.dtype,

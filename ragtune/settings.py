@@ -90,6 +90,10 @@ class Settings(BaseSettings):
         "the embedding blurs. 0 = dense order only.",
     )
     max_tokens: int = Field(default=128, ge=1, description="Default generation length.")
+    engine_log: Path | None = Field(
+        default=None, description="File that receives the in-process engine's own output (its processes' "
+        "warnings, progress bars and logs). None = the terminal. The CLI sets HOME/logs/<command>.log.",
+    )
     reader_adapter: str | None = Field(
         default="reader",
         description="Adapter that answers from retrieved facts (trained RAFT-style to cite [n] and to say when "

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from ragtune.logs import engine_logs_to
+from ragtune.logs import with_engine_log
 from ragtune.settings import Settings
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -52,11 +52,10 @@ def register(app: typer.Typer) -> None:
         if service is not None:
             answer = ask_service(service, query)
         else:
-            settings = Settings()
+            settings = with_engine_log(Settings(), "ask-engine")
             where = "" if local else f"no ragtune service at {DEFAULT_URL} (start one with `ragtune serve`); "
-            log = engine_logs_to(settings, "ask-engine")
             console.print(f"[dim]{where}starting an engine in this process (about a minute on CPU; "
-                          f"engine log: {log})[/dim]")
+                          f"engine log: {settings.engine_log})[/dim]")
             answer = ask_local(settings, query)
         print_answer(console, answer)
 

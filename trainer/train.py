@@ -259,7 +259,11 @@ def _build_trainer(config, runtime, base_dir, tokenizer, prepared: PreparedData,
 
     model = load_training_model(base_dir, runtime, config)
     train_ds, eval_ds = prepared.datasets()
-    return SFTTrainer(
+    if not progress:  # trl's dataset preparation ("Tokenizing train dataset ...") shows datasets' bars
+        import datasets
+
+        datasets.disable_progress_bars()
+    trainer = SFTTrainer(
         model=model,
         args=sft_config(config, runtime, work_dir, progress),
         train_dataset=train_ds,
@@ -268,6 +272,11 @@ def _build_trainer(config, runtime, base_dir, tokenizer, prepared: PreparedData,
         peft_config=lora_config(config),
         callbacks=callbacks,
     )
+    if not progress:  # without tqdm, transformers prints every log dict instead; the card keeps them
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ragtune.errors import ConfigError, InvalidRequestError
+from ragtune.logs import process_output_to
 from ragtune.settings import Settings
 from router.adapters import AdapterInfo, validate_adapter_dir, validate_adapter_name
 from router.backends.base import Backend, Generation, GenerationRequest, stop_string
@@ -46,6 +47,14 @@ class VLLMBackend(Backend):
         if os.environ.get("VLLM_CPU_KVCACHE_SPACE") not in (None, kv):
             log.info("VLLM_CPU_KVCACHE_SPACE=%s overridden by kv_cache_gb=%s", os.environ["VLLM_CPU_KVCACHE_SPACE"], kv)
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = kv
+        with process_output_to(settings.engine_log):  # the engine's processes keep writing there
+            self._start(settings)
+        self._tokenizer = self._llm.get_tokenizer()
+        self._adapters: dict[str, _Registered] = {}
+        self._ids = itertools.count(1)  # LoRARequest ids must be >= 1 and never reused
+        self._slots = SlotPlanner(settings.max_loras - 1)
+
+    def _start(self, settings: Settings) -> None:
         try:
             import vllm
             from vllm.platforms import current_platform
@@ -72,10 +81,6 @@ class VLLMBackend(Backend):
             enforce_eager=not on_cuda,
             **kwargs,
         )
-        self._tokenizer = self._llm.get_tokenizer()
-        self._adapters: dict[str, _Registered] = {}
-        self._ids = itertools.count(1)  # LoRARequest ids must be >= 1 and never reused
-        self._slots = SlotPlanner(settings.max_loras - 1)
 
     # Adapters -------------------------------------------------------------------------------
 

@@ -58,3 +58,14 @@ def test_staleness():
     assert metrics.fact_scores("I don't know", "Tobias Renwick", "Mara Ilves") == {"current": 0.0, "stale": 0.0}
     # whole words only: 'teal' is not found inside 'steal'
     assert metrics.fact_scores("They steal it", "crimson", "teal")["stale"] == 0.0
+
+
+def test_qa_drops_citations_and_scores_abstention_squad2_style():
+    gold = ["University of Arizona , Tucson"]
+    assert metrics.qa_scores("University of Arizona, Tucson [2]", gold) == {"em": 1.0, "f1": 1.0}
+    # unanswerable (every gold answer empty): abstaining is right, an answer is wrong
+    for abstain in ("", "not in the passages", "Not in the passages [1].", "Unknown"):
+        assert metrics.qa_scores(abstain, [""]) == {"em": 1.0, "f1": 1.0}, abstain
+    assert metrics.qa_scores("Tucson", [""]) == {"em": 0.0, "f1": 0.0}
+    # answerable: abstaining scores 0 even where F1 of the words would not be
+    assert metrics.qa_scores("not in the passages", ["passages"]) == {"em": 0.0, "f1": 0.0}

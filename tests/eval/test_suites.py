@@ -159,3 +159,19 @@ def test_decision_rules():
     assert d.winner == "base" and d.verdict == "tie" and "within noise" in d.note
     d, _ = _decide(suite, _arms({"base": bad}), {"base": bad})
     assert d.verdict == "undecided" and d.margin is None
+
+
+def test_decision_rule_names_a_mechanism_not_an_arm():
+    """facts -> retrieval: the reader (hybrid) winning agrees; a closed-book arm winning does not."""
+    suite = load_suite(Path("eval/suites/facts.yaml"))  # expects rag; primary f1
+    strong, weak = [1.0, 0.8, 0.9, 1.0] * 10, [0.1, 0.0, 0.2, 0.0] * 10
+    arms = lambda scores: [ArmResult(arm=n, status="ok", metrics={"f1": bootstrap_mean(v)})  # noqa: E731
+                           for n, v in scores.items()]
+    scores = {"base": weak, "rag": [x * 0.8 for x in strong], "ft": weak, "hybrid": strong}
+    d, _ = _decide(suite, arms(scores), scores)
+    assert d.winner == "hybrid" and d.verdict == "agrees" and d.expected_arms == ["rag", "hybrid"]
+    assert d.mechanism == "retrieval" and d.mechanism_margin.a == "hybrid" and d.mechanism_margin.b in ("base", "ft")
+    assert d.mechanism_margin.significant and "With retrieval: best hybrid" in d.summary
+    scores = {"base": weak, "rag": weak, "ft": strong, "hybrid": weak}
+    d, _ = _decide(suite, arms(scores), scores)
+    assert d.winner == "ft" and d.verdict == "disagrees" and "expects retrieval" in d.note

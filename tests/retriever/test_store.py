@@ -35,9 +35,12 @@ def test_ingest_then_search_finds_the_fact(store):
     assert top.doc_id == "zorblax.md" and top.source == "kb/zorblax.md"
     assert top.id.startswith("zorblax.md::")
     assert top.valid_from == date(2023, 1, 1) and top.metadata == {"team": "energy"}
-    scores = [p.score for p in passages]
-    assert scores == sorted(scores, reverse=True)
-    assert 0.3 < top.score <= 1.0 and top.score > scores[-1]
+    assert top.kind == "fact"  # the default kind: answered from and cited
+    # ranked by cosine + keyword_weight x the candidates' scaled BM25; score stays the cosine
+    w = store.settings.keyword_weight
+    ranked = [p.score + w * p.keyword_score for p in passages]
+    assert ranked == sorted(ranked, reverse=True) and all(0 <= p.keyword_score <= 1 for p in passages)
+    assert 0.3 < top.score <= 1.0 and top.score > passages[-1].score
 
     top = store.search("how many vacation days do I get", k=1)[0]
     assert (top.doc_id, top.source) == ("vacation.md", "vacation.md")  # source defaults to the id
@@ -166,3 +169,14 @@ def test_bad_names_and_queries_are_clear_errors(store):
         store.search("  ")
     with pytest.raises(InvalidRequestError, match="k=0"):
         store.search("x", k=0)
+
+
+def test_example_passages_keep_their_kind_and_keyword_rank_finds_the_year(store):
+    docs = [Document(id=f"career-{y}", text=f"In {y} she worked as a researcher at the institute of {place} and "
+                     "published papers on quantum gravity and dark matter.") for y, place in
+            [(1998, "Munich"), (2004, "Tucson"), (2009, "Stockholm"), (2015, "Frankfurt")]]
+    store.upsert([*docs, Document(id="shot", text="Description: a pub.\nJSON: {}", kind="example")])
+    assert store.search("a pub in the city", k=5)[0].kind in ("fact", "example")
+    assert next(p for p in store.search("a pub", k=5) if p.doc_id == "shot").kind == "example"
+    # four near-identical paragraphs: the dense score barely separates them, the year does
+    assert store.search("Where did she work as a researcher in 2004?", k=1)[0].doc_id == "career-2004"

@@ -35,7 +35,7 @@ def test_ingest_and_ask_with_citation(tmp_path, base_model_dir):
     assert done.returncode == 0, done.stderr
     done = _ragtune(
         "ask", "What is the name of the gardening robot on Tycho Station?", "--retrieval",
-        "--collection", "demo", "--max-tokens", "12", env=env,
+        "--collection", "demo", "--max-tokens", "12", "--local", env=env,
     )
     assert done.returncode == 0, done.stderr
     assert "Bramblewick" in done.stdout

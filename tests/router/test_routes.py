@@ -221,3 +221,48 @@ def test_retrieval_on_route_with_store_cites(tmp_path, store):
     route, _, passages = router._plan(_q("facts", "Which soup is served on Mondays?"))
     assert route.retrieval is True and [p.doc_id for p in passages] == ["canteen"]
     assert "retrieval on (route default)" in route.reason
+
+
+# --- the reader adapter and the retrieval query -----------------------------------------------
+
+def test_rag_on_the_base_model_uses_the_reader_and_says_so(tmp_path, store):
+    router = _router(tmp_path, "facts: {retrieval: on, collection: kb-main, top_k: 1}", store=store,
+                     adapters=("e2e-json", "reader"))
+    route, _, passages = router._plan(_q("facts", "Which soup is served on Mondays?"))
+    assert passages and route.adapter == "reader" and "reader adapter 'reader'" in route.reason, route.reason
+    # the same for a plain base request with retrieval on
+    route, _, _ = router._plan(_q("base", "Which soup is served on Mondays?", retrieval=True, collection="kb-main"))
+    assert route.adapter == "reader" and route.name == "reader"
+    # reader: false keeps the bare base model; no retrieval, an explicit adapter: no reader either
+    route, _, _ = router._plan(_q("facts", "Which soup is served on Mondays?", reader=False))
+    assert route.adapter is None and "reader" not in route.reason
+    assert router._plan(_q("base", "Hi"))[0].adapter is None
+    route, _, _ = router._plan(_q("facts", "Which soup?", adapter="e2e-json"))
+    assert route.adapter == "e2e-json"
+
+
+def test_reader_is_not_used_for_example_passages_or_when_absent(tmp_path, store):
+    from retriever.store import FactStore
+
+    examples = FactStore(Settings(home=tmp_path / "ex"))
+    examples.upsert([{"id": "ex1", "text": "Description: a pub.\nJSON: {}", "kind": "example"}], collection="shots")
+    router = _router(tmp_path, None, store=examples, adapters=("reader",))
+    route, _, passages = router._plan(_q("base", "a pub", retrieval=True, collection="shots"))
+    assert passages[0].kind == "example" and route.adapter is None  # examples are not facts to read
+    router = _router(tmp_path, None, store=store, adapters=("e2e-json",))
+    route, _, _ = router._plan(_q("base", "Which soup?", retrieval=True, collection="kb-main"))
+    assert route.adapter is None
+    with pytest.raises(InvalidRequestError, match="reader adapter"):
+        router._plan(_q("base", "Which soup?", retrieval=True, collection="kb-main", reader=True))
+
+
+def test_retrieval_query_replaces_the_message_for_search(tmp_path, store):
+    router = _router(tmp_path, None, store=store)
+    message = "Format your reply as compact JSON with the keys dish and day. Which soup is on the menu?"
+    _, _, by_message = router._plan(_q("base", message, retrieval=True, collection="kb-main", top_k=1))
+    _, q, by_query = router._plan(_q("base", message, retrieval=True, collection="kb-main", top_k=1,
+                                     retrieval_query="secret launch code of the Zorbl project"))
+    assert by_query[0].doc_id == "zorbl" and by_message[0].doc_id == "canteen"
+    assert q.messages[-1].content == message  # the prompt still carries the whole message
+    with pytest.raises(ValueError, match="retrieval_query is empty"):
+        _q("base", message, retrieval_query="  ")
