@@ -71,7 +71,11 @@ def training_rows(spec: TrainSpec, suite: Suite) -> list[dict[str, str]]:
 
 
 def train_key(spec: TrainSpec, rows: list[dict[str, str]], settings: Settings) -> str:
-    payload = json.dumps({"rows": rows, "config": spec.config, "base": settings.base_model}, sort_keys=True)
+    """Hash of what the adapter is: its rows, its config and the base *weights* (not the base's name
+    or path, so the packaged model named as 'gemma-3-270m' or by its folder gives the same key)."""
+    from ragtune.models import base_model_hash
+
+    payload = json.dumps({"rows": rows, "config": spec.config, "base": base_model_hash(settings)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 

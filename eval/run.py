@@ -177,11 +177,14 @@ def run_suite(suite: Suite, router, store, settings: Settings, config: EvalConfi
         docs, chunks, secs = ingest(store, suite, items, spec.retrieval.documents)
         ingest_info = IngestInfo(collection=spec.collection, documents=docs, chunks=chunks, seconds=secs)
 
-    arm_adapters = {
-        arm: adapter_mod.resolve(suite, spec.arm_adapter(arm), settings, cache_dir, config.adapters_dirs,
-                                 progress=config.progress, console=console)
-        for arm in ("ft", "hybrid")
-    }
+    arm_adapters: dict[str, adapter_mod.ResolvedAdapter | None] = {}
+    resolved: dict[int, adapter_mod.ResolvedAdapter | None] = {}  # by spec: ft and hybrid often share one
+    for arm in ("ft", "hybrid"):
+        arm_spec = spec.arm_adapter(arm)
+        if id(arm_spec) not in resolved:
+            resolved[id(arm_spec)] = adapter_mod.resolve(suite, arm_spec, settings, cache_dir, config.adapters_dirs,
+                                                         progress=config.progress, console=console)
+        arm_adapters[arm] = resolved[id(arm_spec)]
     distinct = list({a.name: a for a in arm_adapters.values() if a is not None}.values())
     training = [t for t in map(adapter_mod.training_cost, distinct) if t is not None]
 

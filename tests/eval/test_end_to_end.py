@@ -44,7 +44,8 @@ def test_format_and_hybrid_end_to_end(tmp_path, settings, vllm_backend):
         for arm in arms.values():
             assert 0.0 <= arm.metrics["field_f1"].mean <= 1.0 and arm.latency.p50_ms > 0
             assert arm.cost_per_1k_usd > 0 and arm.completion_tokens_mean > 0
-        assert suite.training and suite.training.cost_usd > 0  # from the shipped adapter's card
+        assert [t.adapter for t in suite.training] == ["e2e-json"] and suite.training[0].cost_usd > 0  # its card
+        assert all(a.empty_rate is not None and a.empty_answers is not None for a in arms.values())
         assert suite.decision.winner in arms and suite.decision.expected == ("ft" if suite.name == "format" else "hybrid")
     html = (run_dir / "report.html").read_text()
     assert "Decision" in html and "data:image/png;base64," in html and "hybrid" in html
@@ -63,7 +64,8 @@ def test_changing_facts_protocol_tiny(tmp_path, settings, vllm_backend):
 
     results, run_dir = _run(tmp_path, settings, vllm_backend, [str(suite_file)], None)
     suite = results.suites[0]
-    assert suite.n_items == 4 and suite.training.origin == "trained-now" and suite.training.device == "cpu"
+    [training] = suite.training
+    assert suite.n_items == 4 and training.origin == "trained-now" and training.device == "cpu"
     assert suite.ingest.documents == 4 and suite.ingest.updated_documents == 4
     arms = {a.arm: a for a in suite.arms}
     # after the update, the store holds v2 only: every rag citation text is a v2 document
@@ -79,4 +81,21 @@ def test_changing_facts_protocol_tiny(tmp_path, settings, vllm_backend):
     assert suite.decision.expected == "rag" and suite.decision.primary_metric == "current"
     # a second run reuses the cached adapter instead of training again
     again, _ = _run(tmp_path, settings, vllm_backend, [str(suite_file)], 1, run_id="t2")
-    assert again.suites[0].training.origin == "cached"
+    assert again.suites[0].training[0].origin == "cached"
+
+
+def test_facts_four_arms_with_the_shipped_reader_and_knowledge_adapter(tmp_path, settings, vllm_backend):
+    """ft = the closed-book knowledge adapter trained once on a GPU (found by its data hash), hybrid =
+    the reader over the passages; rag stays the bare base model."""
+    results, _ = _run(tmp_path, settings, vllm_backend, ["facts"], 3)
+    suite = results.suites[0]
+    arms = {a.arm: a for a in suite.arms}
+    assert all(a.status == "ok" for a in arms.values())
+    assert suite.adapter.startswith("timeqa-closed-book-") and suite.hybrid_adapter == "reader"
+    assert {t.adapter: t.origin for t in suite.training} == {suite.adapter: "shipped", "reader": "shipped"}
+    assert arms["ft"].items[0].route == suite.adapter and not arms["ft"].items[0].citations
+    assert {i.route for i in arms["hybrid"].items} == {"reader"} and arms["hybrid"].items[0].citations
+    assert {i.route for i in arms["rag"].items} == {"base"}  # reader: false for the rag arm
+    for item in arms["hybrid"].items:  # the reader answers with a citation, or abstains
+        assert item.output == "not in the passages" or "[" in item.output, item.output
+    assert suite.decision.expected_arms == ["rag", "hybrid"] and suite.decision.mechanism == "retrieval"

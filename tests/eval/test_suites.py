@@ -119,7 +119,7 @@ def test_facts_documents_are_gold_plus_same_page_distractors():
     assert all(len(d.text.split()) >= 8 or d.id in gold for d in docs)
 
 
-def test_changing_facts_protocol_pieces():
+def test_changing_facts_protocol_pieces(base_model_dir):
     suite = resolve_suites(["changing"])[0]
     items = suite.items()
     v1 = build_documents(suite.spec.retrieval.documents, items)
@@ -132,9 +132,12 @@ def test_changing_facts_protocol_pieces():
     assert len(rows) == 3 * len(items)
     assert {r["completion"] for r in rows} == {it.old for it in items}  # the adapter only ever sees v1
     assert any(r["prompt"] == items[0].user for r in rows)
-    s = Settings(home=Path("/nonexistent"))
+    s = Settings(home=Path("/nonexistent"), base_model=str(base_model_dir))
     assert train_key(suite.spec.adapter.train, rows, s) == train_key(suite.spec.adapter.train, rows, s)
     assert train_key(suite.spec.adapter.train, rows[:-1], s) != train_key(suite.spec.adapter.train, rows, s)
+    # the key names the base *weights*: the packaged model by name or by its folder is one adapter
+    packaged = Settings(home=base_model_dir.parents[2])  # .ragtune/cache/models/gemma-3-270m -> .ragtune
+    assert train_key(suite.spec.adapter.train, rows, packaged) == train_key(suite.spec.adapter.train, rows, s)
 
 
 def _arms(scores: dict[str, list[float]]) -> list[ArmResult]:
