@@ -57,6 +57,12 @@ def test_shipped_suites_load_and_render():
     assert facts.spec.arm_applicable("ft") == facts.spec.arm_applicable("hybrid") == (True, "")
     assert facts.spec.arm_adapter("ft").train is not None and facts.spec.arm_adapter("hybrid").name == "reader"
     assert fmt.spec.arm_adapter("hybrid") == fmt.spec.arm_adapter("ft")  # default: the same adapter
+    # retrieval searches with the item's field, not the instruction around it; examples are examples
+    hyb = resolve_suites(["hybrid"])[0].items(2)
+    assert [it.retrieval_query for it in hyb] == [it.name for it in hyb] and hyb[0].name in hyb[0].user
+    assert fmt.items(1)[0].retrieval_query == fmt.items(1)[0].input != fmt.items(1)[0].user
+    assert facts.items(1)[0].retrieval_query == facts.items(1)[0].row["question"]
+    assert fmt.spec.retrieval.documents.kind == "example" and facts.spec.retrieval.documents.kind == "fact"
 
 
 def test_user_suite_file_loads(tmp_path, data_file):
