@@ -1,4 +1,4 @@
-"""The four arms, all answered through ``Router.answer_batch`` — the path production serves.
+"""The four arms, all answered through ``Router.aanswer`` — the path production serves.
 
   base    base model, few-shot prompt when the suite declares one, no retrieval
   rag     base model, same prompt, plus the suite's retrieved passages as numbered citations
@@ -10,6 +10,7 @@ Greedy decoding throughout (temperature 0), so a run is reproducible on one mach
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -67,36 +68,43 @@ def build_query(suite: Suite, item: Item, plan: ArmPlan) -> ChatQuery:
 
 
 class ArmRun(BaseModel):
-    """Raw answers of one arm with per-item amortised latency."""
+    """Raw answers of one arm with each request's own latency and the arm's wall time."""
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
     answers: list[Answer]
     latency_ms: list[float]
     total_s: float
+    concurrency: int
 
 
 def run_arm(
-    router, suite: Suite, items: list[Item], plan: ArmPlan, *, batch_size: int,
-    on_batch: Callable[[int], None] | None = None,
+    router, suite: Suite, items: list[Item], plan: ArmPlan, *, concurrency: int,
+    on_item: Callable[[int], None] | None = None,
 ) -> ArmRun:
-    """Answer every item in batches; latency per item = its batch's wall time / batch size.
+    """Answer every item through ``Router.aanswer`` — the async path the service serves — with
+    ``concurrency`` requests in flight at a time (the engine batches them continuously).
 
-    Why amortised: batching is how vLLM is served, so per-request cost is the batch cost shared;
-    the router's own ``latency_ms`` is the batch wall time and is kept in the raw answer.
+    ``latency_ms`` is each request's own wall time under that concurrency (what a client waits);
+    ``total_s`` is the arm's wall time, so ``total_s / len(items)`` is the throughput cost per request.
     """
-    answers: list[Answer] = []
-    latency: list[float] = []
-    total = 0.0
-    for start in range(0, len(items), batch_size):
-        batch = items[start : start + batch_size]
-        queries = [build_query(suite, it, plan) for it in batch]
-        t0 = time.perf_counter()
-        got = router.answer_batch(queries)
-        wall = time.perf_counter() - t0
-        total += wall
-        answers.extend(got)
-        latency.extend([wall * 1000 / len(batch)] * len(batch))
-        if on_batch is not None:
-            on_batch(len(batch))
-    return ArmRun(answers=answers, latency_ms=latency, total_s=total)
+
+    async def _all() -> tuple[list[tuple[Answer, float]], float]:
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(item: Item) -> tuple[Answer, float]:
+            async with gate:
+                t0 = time.perf_counter()
+                answer = await router.aanswer(build_query(suite, item, plan))
+                elapsed = (time.perf_counter() - t0) * 1000
+            if on_item is not None:
+                on_item(1)
+            return answer, elapsed
+
+        started = time.perf_counter()
+        done = await asyncio.gather(*(one(it) for it in items))
+        return done, time.perf_counter() - started
+
+    done, total = asyncio.run(_all())
+    return ArmRun(answers=[a for a, _ in done], latency_ms=[ms for _, ms in done], total_s=total,
+                  concurrency=concurrency)

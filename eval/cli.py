@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
         gpu_hour_usd: Annotated[float, typer.Option(
             min=0, help="$ per accelerator hour for the cost per 1k requests (CPU time is priced the same).")]
         = DEFAULT_GPU_HOUR_USD,
-        batch_size: Annotated[int | None, typer.Option(min=1, help="Requests per engine batch.")] = None,
+        batch_size: Annotated[int | None, typer.Option(min=1, help="Requests in flight at once (default: each suite's batch_size).")] = None,
         run_id: Annotated[str | None, typer.Option(help="Name of the run folder (default: UTC timestamp).")] = None,
         progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
     ) -> None:

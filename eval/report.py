@@ -80,7 +80,7 @@ def _cost_chart(suite: SuiteResult) -> str:
     p95 = [a.latency.p95_ms for a in ran]
     ax1.bar(labels, p50, color=colors, label="p50")
     ax1.scatter(labels, p95, color="k", marker="_", s=200, label="p95", zorder=3)
-    ax1.set_ylabel("ms per request (batched)")
+    ax1.set_ylabel("ms per request (under the eval's concurrency)")
     ax1.set_title("latency")
     ax1.legend(fontsize=8)
     ax2.bar(labels, [a.cost_per_1k_usd or 0 for a in ran], color=colors)
@@ -112,13 +112,14 @@ def _arm_table(suite: SuiteResult) -> str:
         rows.append(
             f"<tr><td>{label}<br><span class='muted'>{html.escape(arm.adapter or 'no adapter')}"
             f"{' + retrieval' if arm.retrieval else ''}</span></td>{cells}"
-            f'<td class="num">{lat.p50_ms:.0f} / {lat.p95_ms:.0f}</td>'
+            f'<td class="num">{lat.p50_ms:.0f} / {lat.p95_ms:.0f}'
+            f'<br><span class="muted">{arm.concurrency or 1} in flight</span></td>'
             f'<td class="num">{arm.prompt_tokens_mean:.0f} / {arm.completion_tokens_mean:.1f}</td>'
             f'<td class="num">{arm.seconds_per_request:.3f}</td><td class="num">${arm.cost_per_1k_usd:.4f}</td>'
             f'<td class="num">{lat.total_s:.1f}</td>{_empty_cell(arm)}</tr>'
         )
-    return (f"<table><tr><th>arm</th>{head}<th>latency p50 / p95 ms</th><th>tokens prompt / answer</th>"
-            f"<th>s / request</th><th>$ / 1k req</th><th>total s</th><th>empty answers</th></tr>"
+    return (f"<table><tr><th>arm</th>{head}<th>latency p50 / p95 ms (per request)</th><th>tokens prompt / answer</th>"
+            f"<th>s / request (throughput)</th><th>$ / 1k req</th><th>total s</th><th>empty answers</th></tr>"
             f"{''.join(rows)}</table>")
 
 

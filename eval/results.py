@@ -30,7 +30,7 @@ class ItemResult(_Strict):
     prompt: str = Field(description="The user message as sent (few-shot turns not repeated here).")
     output: str
     scores: dict[str, float]
-    latency_ms: float = Field(description="The item's batch wall time divided by the batch size.")
+    latency_ms: float = Field(description="The request's own latency, sent with the arm's concurrency in flight.")
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str
@@ -45,13 +45,16 @@ class ArmResult(_Strict):
     adapter: str | None = None
     retrieval: bool = False
     metrics: dict[str, Interval] = Field(default_factory=dict, description="Mean and bootstrap 95% CI per metric.")
-    latency: LatencyStats | None = None
+    latency: LatencyStats | None = Field(
+        default=None, description="Per-request latency under `concurrency` requests in flight; total_s = the arm's wall time.")
+    concurrency: int | None = Field(default=None, description="Requests the eval kept in flight (the service's path).")
     empty_answers: int | None = Field(default=None, description="Answers that are empty once trimmed.")
     empty_rate: float | None = Field(
         default=None, description="empty_answers / items: a high rate is a prompt or stop bug, not a model verdict.")
     prompt_tokens_mean: float | None = None
     completion_tokens_mean: float | None = None
-    seconds_per_request: float | None = Field(default=None, description="Measured wall seconds per request (batched).")
+    seconds_per_request: float | None = Field(
+        default=None, description="The arm's wall time / requests: throughput cost at `concurrency` in flight.")
     cost_per_1k_usd: float | None = Field(
         default=None, description="seconds_per_request x 1000 / 3600 x hour_usd (CPU time priced as GPU time on CPU).")
     items: list[ItemResult] = Field(default_factory=list)

@@ -74,7 +74,8 @@ class EvalConfig(BaseModel):
     out: Path = Field(default=Path("reports"), description="Reports folder; the run writes OUT/<run-id>/.")
     run_id: str | None = Field(default=None, description="Folder name of the run (default: UTC timestamp).")
     gpu_hour_usd: float = Field(default=DEFAULT_GPU_HOUR_USD, ge=0, description="Price of an accelerator hour.")
-    batch_size: int | None = Field(default=None, ge=1, le=256, description="Override the suites' batch sizes.")
+    batch_size: int | None = Field(default=None, ge=1, le=256, description="Requests in flight at once, overriding "
+                                   "the suites' batch_size (the engine batches them continuously).")
     adapters_dirs: list[Path] = Field(default_factory=list, description="Extra folders to look for adapters in.")
     cache_dir: Path | None = Field(default=None, description="Trained adapters and the style classifier "
                                    "(default: SETTINGS.cache_dir/eval).")
@@ -205,8 +206,8 @@ def run_suite(suite: Suite, router, store, settings: Settings, config: EvalConfi
             own = arm_adapters.get(arm)
             plan = plan_arm(arm, own.name if own else None)
             task = progress.add_task(f"{suite.name} · {arm}", total=len(items)) if progress else None
-            run = run_arm(router, suite, items, plan, batch_size=batch,
-                          on_batch=(lambda n, t=task: progress.advance(t, n)) if progress else None)
+            run = run_arm(router, suite, items, plan, concurrency=batch,
+                          on_item=(lambda n, t=task: progress.advance(t, n)) if progress else None)
             outputs = [a.text for a in run.answers]
             empty = sum(not o.strip() for o in outputs)
             item_scores = score_outputs(suite, items, outputs, style)
@@ -216,7 +217,7 @@ def run_suite(suite: Suite, router, store, settings: Settings, config: EvalConfi
             per_request = run.total_s / len(items)
             arm_results.append(ArmResult(
                 arm=arm, status="ok", adapter=plan.adapter, retrieval=plan.retrieval, metrics=metrics,
-                latency=latency_stats(run.latency_ms, run.total_s),
+                latency=latency_stats(run.latency_ms, run.total_s), concurrency=run.concurrency,
                 empty_answers=empty, empty_rate=empty / len(items),
                 prompt_tokens_mean=sum(a.prompt_tokens for a in run.answers) / len(items),
                 completion_tokens_mean=sum(a.completion_tokens for a in run.answers) / len(items),

@@ -90,6 +90,22 @@ class Settings(BaseSettings):
         "the embedding blurs. 0 = dense order only.",
     )
     max_tokens: int = Field(default=128, ge=1, description="Default generation length.")
+    # --- Serving: admission, time limits and input limits (service/)
+    max_inflight: int = Field(default=32, ge=1, description="Chat requests generating at once (the engine batches them).")
+    max_queue: int = Field(default=64, ge=0, description="Chat requests waiting for a slot; beyond it: 429.")
+    request_timeout_s: float = Field(
+        default=300.0, gt=0, description="Longest a chat request may take, queueing included: then 504, generation aborted.")
+    retry_after_s: int = Field(default=2, ge=1, description="Retry-After (seconds) sent with a 429.")
+    lora_wait_s: float = Field(
+        default=60.0, gt=0, description="Longest a request for a further adapter waits for a free LoRA slot (then 429).")
+    max_body_bytes: int = Field(default=16_000_000, ge=1024, description="Largest request body (413 beyond).")
+    max_messages: int = Field(default=256, ge=1, description="Most messages in one chat request.")
+    max_prompt_chars: int = Field(default=100_000, ge=1, description="Most characters over all messages of a request.")
+    max_stop: int = Field(default=4, ge=0, description="Most stop strings (OpenAI allows 4).")
+    max_stop_chars: int = Field(default=64, ge=1, description="Longest stop string.")
+    max_schema_bytes: int = Field(default=32_768, ge=1, description="Largest response_format JSON Schema (as JSON).")
+    max_documents: int = Field(default=1000, ge=1, description="Most documents in one POST /v1/documents.")
+    max_document_bytes: int = Field(default=1_000_000, ge=1, description="Largest document text (UTF-8 bytes).")
     engine_log: Path | None = Field(
         default=None, description="File that receives the in-process engine's own output (its processes' "
         "warnings, progress bars and logs). None = the terminal. The CLI sets HOME/logs/<command>.log.",

@@ -41,15 +41,12 @@ def joined(first: Generation, more: Generation) -> Generation:
     )
 
 
-def generate_until_content(backend, requests: list[GenerationRequest]) -> list[Generation]:
-    """``backend.generate``, then continue (as one batch per round) every answer a stop left blank."""
-    results = backend.generate(requests)
+async def agenerate_until_content(backend, req: GenerationRequest) -> Generation:
+    """``backend.agenerate``, continued while a stop left the answer blank (at most MAX_ROUNDS times)."""
+    gen = await backend.agenerate(req)
     for _ in range(MAX_ROUNDS):
-        todo = [i for i, (r, g) in enumerate(zip(requests, results)) if needs_more(r, g)]
-        if not todo:
+        if not needs_more(req, gen):
             break
         # Each round continues from the original prompt plus everything generated so far.
-        more = backend.generate([continuation(requests[i], results[i]) for i in todo])
-        for i, gen in zip(todo, more):
-            results[i] = joined(results[i], gen)
-    return results
+        gen = joined(gen, await backend.agenerate(continuation(req, gen)))
+    return gen

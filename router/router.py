@@ -6,13 +6,14 @@ eval measures is what production serves.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from ragtune.errors import ConfigError, InvalidRequestError, NotFoundError
 from ragtune.settings import Settings
 from router.backends.base import Backend, GenerationRequest
-from router.continuation import MAX_ROUNDS, continuation, generate_until_content, joined, needs_more
+from router.continuation import MAX_ROUNDS, agenerate_until_content, continuation, joined, needs_more
 from router.prompt import PromptBuilder
 from router.routes import RouteSpec, check_routes, load_routes
 from router.schemas import Answer, ChatMessage, ChatQuery, Citation, Route
@@ -154,56 +155,56 @@ class Router:
                 update["json_object"] = True
         return query.model_copy(update=update) if update else query
 
+    # Answering ------------------------------------------------------------------------------
+    # Async first: the service awaits these on its event loop while the engine batches every
+    # request in flight. Routing and retrieval (Chroma + the embedding model) run in a worker
+    # thread so they never block that loop.
+
+    async def aanswer(self, query: ChatQuery) -> Answer:
+        start = time.perf_counter()
+        route, q, passages, retrieval_ms = await asyncio.to_thread(self._plan_timed, query)
+        generation = await agenerate_until_content(self.backend, self._request(q, route, passages))
+        return _answer(generation, route, passages, (time.perf_counter() - start) * 1000,
+                       text=generation.text.strip(), retrieval_ms=retrieval_ms)
+
     def answer(self, query: ChatQuery) -> Answer:
-        return self.answer_batch([query])[0]
+        """Blocking :meth:`aanswer`, for callers without an event loop (the CLI, scripts)."""
+        return asyncio.run(self.aanswer(query))
 
     def answer_batch(self, queries: Sequence[ChatQuery]) -> list[Answer]:
-        """Answer several queries in one engine batch (eval uses this; so can a server)."""
-        start = time.perf_counter()
-        plans = [self._plan(q) for q in queries]
-        routes = [r for r, _, _ in plans]
-        passages = [ps for _, _, ps in plans]
-        queries = [q for _, q, _ in plans]
-        requests = [self._request(q, r, ps) for q, r, ps in zip(queries, routes, passages)]
-        # Backends serialise engine access themselves; blank answers cut by a stop are continued.
-        generations = generate_until_content(self.backend, requests)
-        latency_ms = (time.perf_counter() - start) * 1000
-        return [
-            _answer(g, r, ps, latency_ms, text=g.text.strip()) for g, r, ps in zip(generations, routes, passages)
-        ]
+        """Answer several queries concurrently (the engine batches them); blocking."""
 
-    def answer_stream(self, query: ChatQuery) -> tuple[Route, list[Citation], Iterator[str | Answer]]:
+        async def _all():
+            return await asyncio.gather(*(self.aanswer(q) for q in queries))
+
+        return asyncio.run(_all())
+
+    async def astream(self, query: ChatQuery) -> tuple[Route, list[Citation], AsyncIterator[str | Answer]]:
         """Answer one query incrementally.
 
         Routing, retrieval and the engine's checks of the request (unknown adapter, prompt too
         long, bad schema) happen *before* this returns, so a caller can still answer with an
         error status. The iterator yields text pieces, then the whole ``Answer`` last; the pieces
-        concatenate to ``Answer.text`` (leading and trailing whitespace trimmed, as ``answer``).
-        Backends with a ``generate_stream`` stream token by token; others produce the whole
-        answer and it comes as one piece.
+        concatenate to ``Answer.text`` (leading and trailing whitespace trimmed, as ``aanswer``).
+        Closing the iterator early aborts the generation.
         """
         start = time.perf_counter()
-        route, query, passages = self._plan(query)
+        route, query, passages, retrieval_ms = await asyncio.to_thread(self._plan_timed, query)
         request = self._request(query, route, passages)
         citations = _citations(passages)
-        stream_fn = getattr(self.backend, "generate_stream", None)
+        pieces = self.backend.astream(request)
+        first = await anext(pieces)  # the engine accepted the request (or raised its 4xx)
 
-        def _open(req: GenerationRequest) -> Iterator:
-            if stream_fn is None:
-                generation = self.backend.generate([req])[0]
-                return iter([generation.text, generation])
-            return stream_fn(req)  # validates eagerly, then yields str pieces and the Generation
-
-        pieces = _open(request)
-
-        def _events() -> Iterator[str | Answer]:
+        async def _events() -> AsyncIterator[str | Answer]:
             nonlocal pieces
+            pending = [first]
             raw = ""  # everything the engine produced so far
             sent = 0  # characters of the stripped text already yielded
             total = None  # the Generation so far (rounds joined, see router.continuation)
+            ttft = None
             try:
                 for round_ in range(MAX_ROUNDS + 1):
-                    for piece in pieces:
+                    async for piece in _chain(pending, pieces):
                         if not isinstance(piece, str):
                             total = piece if total is None else joined(total, piece)
                             break
@@ -211,21 +212,30 @@ class Router:
                         # Hold back leading and trailing whitespace so the pieces add up to the stripped text.
                         visible = raw.strip()
                         if len(visible) > sent:
+                            if ttft is None:
+                                ttft = (time.perf_counter() - start) * 1000
                             yield visible[sent:]
                             sent = len(visible)
+                    pending = []
                     if total is None or round_ == MAX_ROUNDS or not needs_more(request, total):
                         break
                     raw += total.stop_reason
-                    _close(pieces)
-                    pieces = _open(continuation(request, total))  # the stop came before any content
+                    await pieces.aclose()
+                    pieces = self.backend.astream(continuation(request, total))  # the stop came before any content
                 text = total.text.strip()
                 if len(text) > sent:
                     yield text[sent:]
-                yield _answer(total, route, passages, (time.perf_counter() - start) * 1000, text=text)
+                yield _answer(total, route, passages, (time.perf_counter() - start) * 1000, text=text,
+                              retrieval_ms=retrieval_ms, ttft_ms=ttft)
             finally:
-                _close(pieces)  # stops (aborts) the engine's generation when the caller stops early
+                await pieces.aclose()  # stops (aborts) the engine's generation when the caller stops early
 
         return route, citations, _events()
+
+    def _plan_timed(self, query: ChatQuery) -> tuple[Route, ChatQuery, list, float]:
+        started = time.perf_counter()
+        route, q, passages = self._plan(query)
+        return route, q, passages, (time.perf_counter() - started) * 1000 if route.retrieval else 0.0
 
     def _request(self, q: ChatQuery, r: Route, ps) -> GenerationRequest:
         structured = q.json_schema is not None or q.json_object
@@ -252,10 +262,11 @@ class Router:
         )
 
 
-def _close(pieces) -> None:
-    close = getattr(pieces, "close", None)
-    if close is not None:
-        close()
+async def _chain(first: list, rest: AsyncIterator) -> AsyncIterator:
+    for item in first:
+        yield item
+    async for item in rest:
+        yield item
 
 
 def _citations(passages) -> list[Citation]:
@@ -265,7 +276,8 @@ def _citations(passages) -> list[Citation]:
     ]
 
 
-def _answer(g, route: Route, passages, latency_ms: float, *, text: str) -> Answer:
+def _answer(g, route: Route, passages, latency_ms: float, *, text: str, retrieval_ms: float = 0.0,
+            ttft_ms: float | None = None) -> Answer:
     return Answer(
         text=text,
         citations=_citations(passages),
@@ -274,4 +286,6 @@ def _answer(g, route: Route, passages, latency_ms: float, *, text: str) -> Answe
         completion_tokens=g.completion_tokens,
         finish_reason=g.finish_reason,
         latency_ms=latency_ms,
+        retrieval_ms=retrieval_ms,
+        ttft_ms=ttft_ms,
     )

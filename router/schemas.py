@@ -91,3 +91,5 @@ class Answer(BaseModel):
     completion_tokens: int
     finish_reason: str
     latency_ms: float
+    retrieval_ms: float = Field(default=0.0, description="Time spent retrieving (0 without retrieval).")
+    ttft_ms: float | None = Field(default=None, description="Time to the first answer text (streams only).")

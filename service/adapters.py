@@ -12,11 +12,12 @@ from datetime import datetime
 from pathlib import Path
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ragtune.models import base_model_hash
 from router.adapters import AdapterInfo, check_adapter_card, validate_adapter_dir, validate_adapter_name
 from router.router import Router
+from service import metrics
 from service.state import CurrentRouter
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,8 @@ router = APIRouter()
 
 
 class LoadAdapterRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(description="Name to serve it under (the `model` field of chat requests).")
     path: str | None = Field(default=None, description="Adapter folder; default: the adapters dir / name.")
 
@@ -120,9 +123,14 @@ def load_adapter(body: LoadAdapterRequest, engine: CurrentRouter) -> AdapterEntr
     settings = engine.settings
     name = validate_adapter_name(body.name)
     path = Path(body.path).expanduser() if body.path else settings.resolved_adapters_dir / name
-    validate_adapter_dir(path, settings.max_lora_rank, name=name)
-    check_adapter_card(path, base_model_hash(settings))
-    engine.backend.load_adapter(name, path)
+    try:
+        validate_adapter_dir(path, settings.max_lora_rank, name=name)
+        check_adapter_card(path, base_model_hash(settings))
+        engine.backend.load_adapter(name, path)
+    except Exception:
+        metrics.ADAPTER_LOADS.labels("refused").inc()
+        raise
+    metrics.ADAPTER_LOADS.labels("loaded").inc()
     log.info("adapter %s loaded from %s over HTTP", name, path)
     return _entry(engine, _info(engine, name), name)
 
@@ -130,5 +138,6 @@ def load_adapter(body: LoadAdapterRequest, engine: CurrentRouter) -> AdapterEntr
 @router.delete("/v1/adapters/{name}", response_model=AdapterDeleted)
 def unload_adapter(name: str, engine: CurrentRouter) -> AdapterDeleted:
     engine.backend.unload_adapter(name)  # NotFoundError (404) when it is not loaded
+    metrics.ADAPTER_UNLOADS.inc()
     log.info("adapter %s unloaded over HTTP", name)
     return AdapterDeleted(name=name)

@@ -14,6 +14,7 @@ from ragtune.settings import Settings
 from router.router import Router
 from service import adapters, chat, documents, models
 from service.errors import install_error_handlers
+from service.limits import BodySizeLimit
 from service.protocol import error_json
 from service.state import ServiceState, State
 
@@ -35,15 +36,18 @@ def create_app(settings: Settings | None = None, router: Router | None = None) -
     app = FastAPI(title="ragtune", version=__version__, lifespan=lifespan)
     app.state.ragtune = state
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, limit=state.settings.max_body_bytes)
     for part in (chat, models, documents, adapters):
         app.include_router(part.router)
 
+    # Probes are async and touch nothing slow: they answer on the event loop even while every
+    # generation slot is busy and the thread pool is full.
     @app.get("/healthz")
-    def healthz() -> dict:
+    async def healthz() -> dict:
         return {"status": "ok"}
 
     @app.get("/readyz")
-    def readyz(s: State):
+    async def readyz(s: State):
         if s.router is not None:
             return {"status": "ready"}
         if s.startup_error:
@@ -51,7 +55,7 @@ def create_app(settings: Settings | None = None, router: Router | None = None) -
         return JSONResponse(error_json("engine starting", "engine_not_ready"), status_code=503)
 
     @app.get("/metrics")
-    def metrics() -> Response:
+    async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app

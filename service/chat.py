@@ -1,12 +1,20 @@
-"""POST /v1/chat/completions: OpenAI's endpoint through the router (plain JSON or server-sent events)."""
+"""POST /v1/chat/completions: OpenAI's endpoint through the router (plain JSON or server-sent events).
+
+Async end to end: the router awaits the engine, which batches every request in flight; the
+admission gate (``service/admission.py``) bounds how many generate and how many wait, and a
+deadline aborts a request that runs too long. A streaming client that goes away cancels its
+generation.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
@@ -14,7 +22,9 @@ from fastapi.responses import StreamingResponse
 from ragtune.errors import RagtuneError
 from router.router import Router
 from router.schemas import Answer, ChatMessage, ChatQuery
-from service.metrics import observe_answer
+from service import metrics
+from service.admission import RequestTimeoutError
+from service.limits import check_chat
 from service.protocol import (
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -26,7 +36,7 @@ from service.protocol import (
     Usage,
     error_json,
 )
-from service.state import CurrentRouter
+from service.state import ServiceState, State
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -68,13 +78,25 @@ def _usage(answer: Answer) -> Usage:
     )
 
 
+def _known(engine: Router) -> set[str]:
+    return set(engine.model_names())
+
+
 @router.post("/v1/chat/completions", response_model=ChatCompletionResponse)
-def chat_completions(body: ChatCompletionRequest, engine: CurrentRouter):
+async def chat_completions(body: ChatCompletionRequest, state: State):
+    engine = state.require_router()
+    check_chat(body, state.settings)
     query = to_query(body)
+    route = metrics.route_label(body.model, _known(engine))
     if body.stream:
-        return _stream(body, query, engine)
-    answer = engine.answer(query)
-    observe_answer(answer)
+        return await _stream(body, query, engine, state, route)
+    try:
+        async with state.admission.slot(), state.admission.deadline():
+            answer = await engine.aanswer(query)
+    except RagtuneError as exc:
+        metrics.observe_error(exc.status_code, exc.error_type, route)
+        raise
+    metrics.observe_answer(answer, _known(engine))
     return ChatCompletionResponse(
         model=body.model,
         choices=[Choice(message=ResponseMessage(content=answer.text), finish_reason=answer.finish_reason)],
@@ -84,9 +106,27 @@ def chat_completions(body: ChatCompletionRequest, engine: CurrentRouter):
     )
 
 
-def _stream(body: ChatCompletionRequest, query: ChatQuery, engine: Router) -> StreamingResponse:
-    # Routing, retrieval and the engine's checks run now: their errors are still plain 4xx JSON.
-    route, citations, events = engine.answer_stream(query)
+async def _stream(body: ChatCompletionRequest, query: ChatQuery, engine: Router, state: ServiceState,
+                  route_label: str) -> StreamingResponse:
+    admission = state.admission
+    held = contextlib.AsyncExitStack()
+    deadline = time.monotonic() + admission.timeout_s
+    try:
+        await held.enter_async_context(admission.slot())
+        # Routing, retrieval and the engine's checks run now: their errors are still plain 4xx JSON.
+        route, citations, events = await asyncio.wait_for(engine.astream(query), deadline - time.monotonic())
+    except TimeoutError:
+        await held.aclose()
+        metrics.observe_error(504, "timeout_error", route_label)
+        raise RequestTimeoutError(f"No answer within request_timeout_s={admission.timeout_s:g}s.",
+                                  code="request_timeout") from None
+    except RagtuneError as exc:
+        await held.aclose()
+        metrics.observe_error(exc.status_code, exc.error_type, route_label)
+        raise
+    except BaseException:
+        await held.aclose()
+        raise
     chunk_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     include_usage = body.stream_options is not None and body.stream_options.include_usage
@@ -95,29 +135,37 @@ def _stream(body: ChatCompletionRequest, query: ChatQuery, engine: Router) -> St
         c = ChatCompletionChunk(id=chunk_id, created=created, model=body.model, choices=choices, **extra)
         return f"data: {c.model_dump_json(exclude_none=True)}\n\n"
 
-    def sse() -> Iterator[str]:
-        yield chunk([ChunkChoice(delta=DeltaMessage(role="assistant", content=""))])
+    async def sse() -> AsyncIterator[str]:
         try:
-            for event in events:
+            yield chunk([ChunkChoice(delta=DeltaMessage(role="assistant", content=""))])
+            while True:
+                # The deadline per piece: a cancelled wait cancels the generation inside the router.
+                event = await asyncio.wait_for(anext(events, None), max(deadline - time.monotonic(), 0.001))
+                if event is None:
+                    break
                 if isinstance(event, str):
                     if event:
                         yield chunk([ChunkChoice(delta=DeltaMessage(content=event))])
                     continue
-                observe_answer(event)
-                yield chunk(
-                    [ChunkChoice(delta=DeltaMessage(), finish_reason=event.finish_reason)],
-                    citations=citations,
-                    route=route,
-                )
+                metrics.observe_answer(event, _known(engine))
+                yield chunk([ChunkChoice(delta=DeltaMessage(), finish_reason=event.finish_reason)],
+                            citations=citations, route=route)
                 if include_usage:  # OpenAI's layout: one more chunk, no choices, with usage
                     yield chunk([], usage=_usage(event), citations=citations, route=route)
-        except RagtuneError as exc:  # the status line is gone: report in the stream, as OpenAI does
+        except TimeoutError:  # the status line is gone: report in the stream, as OpenAI does
+            metrics.observe_error(504, "timeout_error", route_label)
+            message = f"The answer took longer than request_timeout_s={admission.timeout_s:g}s; it was aborted."
+            yield f"data: {json.dumps(error_json(message, 'timeout_error', code='request_timeout'))}\n\n"
+        except RagtuneError as exc:
+            metrics.observe_error(exc.status_code, exc.error_type, route_label)
             yield f"data: {json.dumps(error_json(exc.message, exc.error_type, exc.param, exc.code))}\n\n"
         except Exception as exc:
             log.exception("streamed answer failed")
+            metrics.observe_error(500, "server_error", route_label)
             yield f"data: {json.dumps(error_json(f'internal error: {type(exc).__name__}', 'server_error'))}\n\n"
         finally:
-            events.close()  # a client that went away aborts the generation
+            await events.aclose()  # a client that went away aborts the generation
+            await held.aclose()  # frees the admission slot
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

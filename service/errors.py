@@ -17,9 +17,13 @@ log = logging.getLogger(__name__)
 
 
 def _validation_message(exc: RequestValidationError | ValidationError) -> tuple[str, str | None]:
-    first = exc.errors()[0]
+    errors = exc.errors()
+    # An unknown field first: it is the likeliest typo, and OpenAI names it the same way.
+    first = next((e for e in errors if e.get("type") == "extra_forbidden"), errors[0])
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     param = ".".join(loc) or None
+    if first.get("type") == "extra_forbidden":
+        return f"Unrecognized request argument supplied: {param}", param
     msg = first.get("msg", "invalid request").removeprefix("Value error, ")
     return (f"{param}: {msg}" if param else msg), param
 
@@ -29,7 +33,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _ragtune(_: Request, exc: RagtuneError):
         if exc.status_code >= 500:
             log.error("server error: %s", exc.message)
-        return JSONResponse(error_json(exc.message, exc.error_type, exc.param, exc.code), status_code=exc.status_code)
+        # 429s say when to come back (the admission queue, busy LoRA slots).
+        retry = getattr(exc, "retry_after_s", None) or (2 if exc.status_code == 429 else None)
+        return JSONResponse(error_json(exc.message, exc.error_type, exc.param, exc.code), status_code=exc.status_code,
+                            headers={"Retry-After": str(retry)} if retry else None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):

@@ -61,9 +61,10 @@ class StreamOptions(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    """OpenAI's body; fields ragtune cannot honour are refused rather than silently ignored."""
+    """OpenAI's body; fields ragtune cannot honour are refused rather than silently ignored
+    (an unknown field is a 400 naming it, as OpenAI answers)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     model: str = "base"
     messages: list[OpenAIMessage] = Field(min_length=1)
@@ -77,6 +78,7 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
+    user: str | None = Field(default=None, max_length=256, description="OpenAI's end-user id: accepted, not used.")
     # ragtune's additions
     retrieval: bool | Literal["auto"] | None = Field(
         default=None, description="true, false or 'auto'; unset = the route's default (off for an adapter or base)."

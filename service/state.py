@@ -24,8 +24,11 @@ class ServiceState:
     """Holds the router once it is built; records a start-up failure instead of hanging."""
 
     def __init__(self, settings: Settings, router: Router | None = None):
+        from service.admission import Admission
+
         self.settings = settings
         self.router = router
+        self.admission = Admission(settings)  # the app's serving limits (a given router may have others)
         self.startup_error: str | None = None
         self._thread: threading.Thread | None = None
 

@@ -1,14 +1,16 @@
 """The generation contract every engine implements, and the factory that picks one.
 
-Backends take *batches*: vLLM's throughput comes from scheduling many requests together, and
-a batch may mix adapters (and no adapter) freely. Results always come back in request order.
+Engines answer one request at a time as a coroutine; vLLM's async engine schedules everything in
+flight together (continuous batching), and a batch may mix adapters (and no adapter) freely.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,19 +63,91 @@ def stop_string(reason: object) -> str | None:
 class Backend(ABC):
     """A generation engine holding one base model and any number of named LoRA adapters.
 
-    Implementations are thread-safe: the service calls them from a thread pool, while neither
-    vLLM's offline ``LLM`` nor a transformers model may run two generations at once.
+    Every engine answers one request as a coroutine on an event loop of its own, in a thread of
+    its own (``_agenerate``, ``_astream``): vLLM's ``AsyncLLM`` batches whatever is in flight there,
+    continuously. Callers use it from anywhere: ``agenerate`` / ``astream`` from another event loop
+    (the HTTP service), ``generate`` as a blocking batch (eval, parity, CLI). Cancelling an awaiting
+    caller (a client that went away) cancels the request in the engine.
     """
 
     name: str
 
     def __init__(self) -> None:
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # adapter registry changes
         self._closed = False
+        self._loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(target=self._loop.run_forever, name=f"{self.name}-engine", daemon=True)
+        self._loop_thread.start()
+
+    # The engine's side: one request, on the engine loop -------------------------------------
 
     @abstractmethod
+    async def _agenerate(self, req: GenerationRequest) -> Generation:
+        """Generate one request to the end (validating it first: 4xx errors raise before any work)."""
+
+    async def _astream(self, req: GenerationRequest) -> AsyncIterator[str | Generation]:
+        """Text pieces as they come, then the whole Generation. Engines without streaming: one piece."""
+        generation = await self._agenerate(req)
+        yield generation.text
+        yield generation
+
+    # The callers' side ----------------------------------------------------------------------
+
+    def run(self, coro: Coroutine):
+        """Run a coroutine on the engine loop and wait for it (from a thread that is not that loop)."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
-        """Run all requests as one batch; the i-th result answers the i-th request."""
+        """All requests at once (the engine batches them); the i-th result answers the i-th request."""
+        if not requests:
+            return []
+        self._ensure_open()
+        self._check_adapters_known(requests)  # the whole batch fails before any work
+
+        async def _all():
+            return await asyncio.gather(*(self._agenerate(r) for r in requests))
+
+        return self.run(_all())
+
+    async def agenerate(self, req: GenerationRequest) -> Generation:
+        """One request, awaited from another event loop; cancelling the caller aborts it."""
+        self._ensure_open()
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._agenerate(req), self._loop))
+
+    async def astream(self, req: GenerationRequest) -> AsyncIterator[str | Generation]:
+        """``_astream`` relayed to the caller's loop; closing or cancelling the iterator aborts the request."""
+        self._ensure_open()
+        caller = asyncio.get_running_loop()
+        items: asyncio.Queue = asyncio.Queue()
+        done = object()
+
+        def put(item) -> None:
+            with contextlib.suppress(RuntimeError):  # the caller's loop is gone: nobody is listening
+                caller.call_soon_threadsafe(items.put_nowait, item)
+
+        async def pump() -> None:
+            try:
+                async for item in self._astream(req):
+                    put(item)
+            except asyncio.CancelledError:
+                put(done)
+                raise
+            except BaseException as exc:  # noqa: BLE001 - relayed to the caller, who raises it
+                put(exc)
+            else:
+                put(done)
+
+        task = asyncio.run_coroutine_threadsafe(pump(), self._loop)
+        try:
+            while True:
+                item = await items.get()
+                if item is done:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            task.cancel()  # a no-op when it finished; otherwise the engine aborts the request
 
     @abstractmethod
     def load_adapter(self, name: str, path: Path) -> None:
@@ -88,12 +162,22 @@ class Backend(ABC):
         """Names of the loaded adapters, sorted."""
 
     def close(self) -> None:
-        """Release the engine (processes, memory). Idempotent."""
+        """Release the engine (processes, memory) and stop its loop. Idempotent."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            self._release()
+            try:
+                self._release()
+            finally:
+                self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        """Stop the engine loop's thread (also when a subclass fails to start)."""
+        self._closed = True
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if threading.current_thread() is not self._loop_thread:
+            self._loop_thread.join(timeout=30)
 
     @abstractmethod
     def _release(self) -> None:

@@ -1,7 +1,7 @@
 """transformers + peft: the reference engine (and the fallback where vLLM is unavailable).
 
-Correctness over speed: requests run one at a time (grouped by adapter, so peft switches
-adapters once per group), greedy decoding is ``generate(do_sample=False)``, and the model is
+Correctness over speed: requests run one at a time (in a worker thread, so the engine loop stays
+free), greedy decoding is ``generate(do_sample=False)``, and the model is
 loaded from the saved folder exactly as vLLM loads it. (Casting a model with ``.to(bfloat16)``
 would also cast its RoPE tables, which a load from disk keeps in float32: generations would
 then drift from vLLM's. So never build this from an in-memory converted model.)
@@ -9,6 +9,7 @@ then drift from vLLM's. So never build this from an in-memory converted model.)
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import itertools
 import logging
@@ -43,6 +44,7 @@ class TransformersBackend(Backend):
         # a replacement is loaded beside the old one and the old one removed only on success.
         self._adapters: dict[str, tuple[AdapterInfo, str]] = {}
         self._seq = itertools.count(1)
+        self._gen_lock: asyncio.Lock | None = None
 
     # Adapters -------------------------------------------------------------------------------
 
@@ -91,23 +93,25 @@ class TransformersBackend(Backend):
 
     # Generation -----------------------------------------------------------------------------
 
-    def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
-        for req in requests:
-            if req.structured:
-                raise InvalidRequestError(
-                    "response_format (JSON / JSON schema constrained output) needs the vLLM backend; "
-                    "the transformers backend cannot constrain generation. Set RAGTUNE_BACKEND=vllm "
-                    "or drop response_format.",
-                    param="response_format",
-                )
+    async def _agenerate(self, req: GenerationRequest) -> Generation:
+        if req.structured:
+            raise InvalidRequestError(
+                "response_format (JSON / JSON schema constrained output) needs the vLLM backend; "
+                "the transformers backend cannot constrain generation. Set RAGTUNE_BACKEND=vllm "
+                "or drop response_format.",
+                param="response_format",
+            )
+        self._check_adapters_known([req])
+        if self._gen_lock is None:
+            self._gen_lock = asyncio.Lock()  # on the engine loop: one generation at a time
+        async with self._gen_lock:
+            return await asyncio.to_thread(self._generate_locked, req)
+
+    def _generate_locked(self, req: GenerationRequest) -> Generation:
         with self._lock:
             self._ensure_open()
-            self._check_adapters_known(requests)
-            results: list[Generation | None] = [None] * len(requests)
-            order = sorted(range(len(requests)), key=lambda i: (requests[i].adapter or "", i))
-            for i in order:
-                results[i] = self._generate_one(requests[i])
-            return [r for r in results if r is not None]
+            self._check_adapters_known([req])  # it may have been unloaded while we waited
+            return self._generate_one(req)
 
     def _generate_one(self, req: GenerationRequest) -> Generation:
         torch = self._torch

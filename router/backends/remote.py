@@ -31,8 +31,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -46,7 +45,7 @@ log = logging.getLogger(__name__)
 
 #: Seconds to wait for the server's /health at start-up (e.g. when both start in docker compose).
 WAIT_ENV = "RAGTUNE_VLLM_WAIT_S"
-_MAX_PARALLEL = 32
+_MAX_CONNECTIONS = 64  # concurrent requests to the server (each its own connection)
 
 
 class RemoteBackendError(RagtuneError):
@@ -74,27 +73,34 @@ class RemoteVLLMBackend(Backend):
         *,
         timeout_s: float = 600.0,
         wait_s: float | None = None,
-        client: httpx.Client | None = None,
+        transport: httpx.BaseTransport | None = None,
     ):
-        super().__init__()
         if not settings.vllm_url:
             raise ConfigError("backend=remote needs the server's URL: set RAGTUNE_VLLM_URL (e.g. http://127.0.0.1:8000/v1).")
+        super().__init__()
         self.settings = settings
         self.model_dir = Path(model_dir)
         self.url = server_root(settings.vllm_url)
-        self._client = client or httpx.Client(
-            base_url=self.url,
-            timeout=httpx.Timeout(timeout_s, connect=10.0),
-            limits=httpx.Limits(max_connections=_MAX_PARALLEL, max_keepalive_connections=_MAX_PARALLEL),
+        timeout = httpx.Timeout(timeout_s, connect=10.0)
+        # Admin calls (health, models, adapters) are rare and blocking; generation goes through one
+        # async client on the engine loop, whose connections are reused across requests.
+        self._client = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
+        self._aclient = httpx.AsyncClient(
+            base_url=self.url, timeout=timeout, transport=transport,
+            limits=httpx.Limits(max_connections=_MAX_CONNECTIONS, max_keepalive_connections=_MAX_CONNECTIONS),
         )
-        self._pool = ThreadPoolExecutor(max_workers=_MAX_PARALLEL, thread_name_prefix="remote-vllm")
         self._adapters: dict[str, AdapterInfo] = {}
         self._ever_loaded: set[tuple[str, str]] = set()  # (name, path) pairs sent to the server
-        self._wait_healthy(float(os.environ.get(WAIT_ENV, "0")) if wait_s is None else wait_s)
-        self.base_name, self.server_max_model_len, self._server_loras = self._read_models()
-        from transformers import AutoTokenizer
+        try:
+            self._wait_healthy(float(os.environ.get(WAIT_ENV, "0")) if wait_s is None else wait_s)
+            self.base_name, self.server_max_model_len, self._server_loras = self._read_models()
+            from transformers import AutoTokenizer
 
-        self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+            self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        except BaseException:
+            self._client.close()
+            self._stop_loop()
+            raise
         log.info("Remote vLLM at %s serves base model '%s' (max_model_len %s)", self.url, self.base_name,
                  self.server_max_model_len)
 
@@ -206,22 +212,10 @@ class RemoteVLLMBackend(Backend):
 
     # Generation -----------------------------------------------------------------------------
 
-    def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
-        if not requests:
-            return []
-        self._ensure_open()
-        self._check_adapters_known(requests)
-        bodies = [self._body(r) for r in requests]  # tokenises: a too-long prompt fails the batch first
-        if len(bodies) == 1:
-            return [self._complete(requests[0], bodies[0])]
-        futures = [self._pool.submit(self._complete, r, b) for r, b in zip(requests, bodies, strict=True)]
-        results = []
-        for f in futures:
-            results.append(f.result())  # the first error raised, in request order
-        return results
-
-    def _complete(self, req: GenerationRequest, body: dict) -> Generation:
-        r = self._call("POST", "/v1/completions", json_body=body, param=_param(req))
+    async def _agenerate(self, req: GenerationRequest) -> Generation:
+        self._check_adapters_known([req])
+        body = self._body(req)  # tokenises: a too-long prompt fails here
+        r = await self._acall("/v1/completions", body, _param(req))
         payload = r.json()
         choice = payload["choices"][0]
         usage = payload.get("usage") or {}
@@ -234,6 +228,16 @@ class RemoteVLLMBackend(Backend):
             finish_reason=choice.get("finish_reason") or "stop",
             stop_reason=stop_string(choice.get("stop_reason")),
         )
+
+    async def _acall(self, path: str, body: dict, param: str | None) -> httpx.Response:
+        try:
+            r = await self._aclient.post(path, json=body)
+        except httpx.TransportError as exc:
+            raise BackendUnavailableError(
+                f"The vLLM server at {self.url} is not reachable ({type(exc).__name__}: {exc})."
+            ) from exc
+        self._raise_for(r, path, param)
+        return r
 
     def _tokenize(self, req: GenerationRequest) -> list[int]:
         ids = list(self._tokenizer(req.prompt)["input_ids"])
@@ -282,35 +286,24 @@ class RemoteVLLMBackend(Backend):
 
     # Streaming ------------------------------------------------------------------------------
 
-    def generate_stream(self, req: GenerationRequest) -> Iterator[str | Generation]:
-        """Stream one request over SSE: yields text pieces, then the whole Generation.
-
-        The request is sent and its status checked before this returns, so an unknown adapter,
-        an over-long prompt or a refused schema raise here. Closing the iterator closes the
-        connection, which makes the server abort the request.
-        """
-        self._ensure_open()
+    async def _astream(self, req: GenerationRequest) -> AsyncIterator[str | Generation]:
+        """Stream one request over SSE; closing the stream closes the connection, which makes the
+        server abort the request."""
         self._check_adapters_known([req])
         body = self._body(req, stream=True)
         try:
-            response = self._client.send(self._client.build_request("POST", "/v1/completions", json=body), stream=True)
+            request = self._aclient.build_request("POST", "/v1/completions", json=body)
+            response = await self._aclient.send(request, stream=True)
         except httpx.TransportError as exc:
             raise BackendUnavailableError(
                 f"The vLLM server at {self.url} is not reachable ({type(exc).__name__}: {exc})."
             ) from exc
-        if response.status_code >= 400:
-            try:
-                response.read()
-                self._raise_for(response, "/v1/completions", _param(req))
-            finally:
-                response.close()
-        return self._events(response, len(body["prompt"]))
-
-    @staticmethod
-    def _events(response: httpx.Response, prompt_len: int) -> Iterator[str | Generation]:
-        text, token_ids, finish, stop_reason, usage = "", [], None, None, {}
         try:
-            for line in response.iter_lines():
+            if response.status_code >= 400:
+                await response.aread()
+                self._raise_for(response, "/v1/completions", _param(req))
+            text, token_ids, finish, stop_reason, usage = "", [], None, None, {}
+            async for line in response.aiter_lines():
                 if not line.startswith("data:"):
                     continue
                 data = line[len("data:"):].strip()
@@ -333,7 +326,7 @@ class RemoteVLLMBackend(Backend):
             yield Generation(
                 text=text,
                 token_ids=token_ids,
-                prompt_tokens=int(usage.get("prompt_tokens", prompt_len)),
+                prompt_tokens=int(usage.get("prompt_tokens", len(body["prompt"]))),
                 completion_tokens=int(usage.get("completion_tokens", len(token_ids))),
                 finish_reason=finish or "stop",
                 stop_reason=stop_reason,
@@ -341,13 +334,13 @@ class RemoteVLLMBackend(Backend):
         except httpx.TransportError as exc:
             raise BackendUnavailableError(f"The vLLM server dropped the stream ({type(exc).__name__}: {exc}).") from exc
         finally:
-            response.close()
+            await response.aclose()
 
     # Lifecycle ------------------------------------------------------------------------------
 
     def _release(self) -> None:
         """Close the connections. The server keeps running (and keeps its adapters)."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.run(self._aclient.aclose())
         self._client.close()
 
 

@@ -1,7 +1,8 @@
-"""Pure logic of the backends: slot planning and adapter-folder validation (no engine)."""
+"""Pure logic of the backends: LoRA slot admission and adapter-folder validation (no engine)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -9,35 +10,82 @@ import pytest
 
 from ragtune.errors import InvalidRequestError
 from router.adapters import discover_adapters, validate_adapter_dir, validate_adapter_name
-from router.backends.slots import SlotPlanner, split_batch
+from router.backends.lora_slots import AdapterBusyError, LoraSlots
 
 
-def test_split_batch_keeps_small_batches_whole():
-    assert split_batch([None, 1, None, 1, 2], usable_slots=2) == [[0, 1, 2, 3, 4]]
-    assert split_batch([], usable_slots=2) == []
+def _slots(usable=2, wait_s=0.3):
+    evicted: list[int] = []
+
+    async def evict(lora_id):
+        evicted.append(lora_id)
+
+    return LoraSlots(usable, evict, wait_s=wait_s), evicted
 
 
-def test_split_batch_limits_distinct_adapters_and_keeps_order():
-    groups = split_batch([None, 1, 2, 3, None, 1, 4, 3], usable_slots=2)
-    assert groups == [[0, 1, 2, 4, 5], [3, 6, 7]]
-    for g in groups:
-        assert len({[None, 1, 2, 3, None, 1, 4, 3][i] for i in g} - {None}) <= 2
-    assert sorted(i for g in groups for i in g) == list(range(8))
+def test_slots_admit_up_to_usable_and_evict_idle_lru_first():
+    async def run():
+        slots, evicted = _slots()
+        async with slots.use(1):
+            pass
+        async with slots.use(2):
+            pass
+        assert slots.resident == [1, 2] and evicted == []
+        async with slots.use(3):  # no room: the least recently used idle adapter goes
+            assert slots.resident == [2, 3] and evicted == [1]
+        async with slots.use(2):  # resident: only touched (most recent now)
+            pass
+        async with slots.use(4):
+            assert slots.resident == [2, 4] and evicted == [1, 3]
+        async with slots.use(None):  # no adapter never waits nor evicts
+            pass
+        await slots.forget(4)
+        assert slots.resident == [2]
+
+    asyncio.run(run())
 
 
-def test_slot_planner_never_exceeds_usable_slots():
-    planner = SlotPlanner(usable_slots=2)
-    assert planner.admit({1}) == []
-    assert planner.admit({2}) == []
-    assert planner.admit({3}) == [1]  # least recently used goes first
-    assert planner.admit({2}) == []  # already active: only touched
-    assert planner.admit({4}) == [3]
-    assert planner.active == [2, 4]
-    assert planner.admit({5, 6}) == [2, 4]
-    planner.forget(5)
-    assert planner.active == [6]
-    with pytest.raises(ValueError):
-        planner.admit({7, 8, 9})
+def test_slots_make_a_further_adapter_wait_until_one_is_idle():
+    async def run():
+        slots, evicted = _slots(usable=2, wait_s=5)
+        order = []
+        release = asyncio.Event()
+
+        async def hold(lora_id):
+            async with slots.use(lora_id):
+                order.append(f"in {lora_id}")
+                await release.wait()
+            order.append(f"out {lora_id}")
+
+        holders = [asyncio.create_task(hold(1)), asyncio.create_task(hold(2))]
+        await asyncio.sleep(0.01)
+
+        async def third():
+            async with slots.use(3):
+                order.append("in 3")
+
+        waiting = asyncio.create_task(third())
+        await asyncio.sleep(0.05)
+        assert "in 3" not in order and slots.resident == [1, 2]  # both slots busy: it waits
+        release.set()
+        await asyncio.gather(*holders, waiting)
+        assert order.index("in 3") > order.index("out 1") and evicted == [1]
+        assert len(slots.resident) <= 2
+
+    asyncio.run(run())
+
+
+def test_slots_wait_is_bounded():
+    async def run():
+        slots, _ = _slots(usable=1, wait_s=0.05)
+        async with slots.use(1):
+            with pytest.raises(AdapterBusyError, match="LoRA slots") as info:
+                async with slots.use(2):
+                    pass
+            assert info.value.status_code == 429
+        with pytest.raises(ValueError):
+            LoraSlots(0, None)
+
+    asyncio.run(run())
 
 
 def _fake_adapter(path: Path, *, r: int = 8, config: dict | None = None, weights: bool = True) -> Path:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import pytest
 
 from router.backends.base import Generation, GenerationRequest
-from router.continuation import MAX_ROUNDS, generate_until_content
+import asyncio
+
+from router.continuation import MAX_ROUNDS, agenerate_until_content
 
 
 class ScriptedEngine:
@@ -18,16 +20,20 @@ class ScriptedEngine:
 
     def __init__(self, script):
         self.script = script
-        self.batches: list[list[str]] = []
+        self.prompts: list[str] = []
 
-    def generate(self, requests):
-        self.batches.append([r.prompt for r in requests])
-        out = []
-        for r in requests:
-            text, stop, used = self.script[r.prompt]
-            out.append(Generation(text=text, token_ids=list(range(used)), prompt_tokens=3, completion_tokens=used,
-                                  finish_reason="stop" if stop or used < r.max_tokens else "length", stop_reason=stop))
-        return out
+    async def agenerate(self, r):
+        self.prompts.append(r.prompt)
+        text, stop, used = self.script[r.prompt]
+        return Generation(text=text, token_ids=list(range(used)), prompt_tokens=3, completion_tokens=used,
+                          finish_reason="stop" if stop or used < r.max_tokens else "length", stop_reason=stop)
+
+
+def generate_until_content(engine, requests):
+    async def run():
+        return await asyncio.gather(*(agenerate_until_content(engine, r) for r in requests))
+
+    return asyncio.run(run())
 
 
 def _req(prompt, max_tokens=10):
@@ -44,7 +50,7 @@ def test_a_blank_answer_cut_by_a_stop_is_continued():
     assert a.text.strip() == "Paris" and a.completion_tokens == 3 and a.stop_reason == "\n"
     assert a.token_ids == [0, 0, 1] and a.prompt_tokens == 3
     assert b.text == "Rome"
-    assert engine.batches == [["Q:", "R:"], ["Q:\n"]]  # one extra batch, only for the blank one
+    assert sorted(engine.prompts) == ["Q:", "Q:\n", "R:"]  # one extra request, only for the blank one
 
 
 def test_continuation_respects_the_token_budget_and_round_limit():
@@ -54,12 +60,12 @@ def test_continuation_respects_the_token_budget_and_round_limit():
     # EOS (no stop string) or an exhausted budget is an answer as it is, blank or not
     engine = ScriptedEngine({"Q:": ("", None, 1), "S:": ("  ", "\n", 10)})
     assert [g.text for g in generate_until_content(engine, [_req("Q:"), _req("S:")])] == ["", "  "]
-    assert len(engine.batches) == 1
+    assert len(engine.prompts) == 2
     # a model that only ever writes newlines is given up on after MAX_ROUNDS continuations
     script = {"Q:" + "\n" * n: ("", "\n", 1) for n in range(MAX_ROUNDS + 1)}
     engine = ScriptedEngine(script)
     [g] = generate_until_content(engine, [_req("Q:", max_tokens=50)])
-    assert g.text.strip() == "" and len(engine.batches) == MAX_ROUNDS + 1
+    assert g.text.strip() == "" and len(engine.prompts) == MAX_ROUNDS + 1
 
 
 # --- the regression on the real engine --------------------------------------------------------

@@ -46,8 +46,7 @@ def _backend(settings, base_model_dir, completions):
         return httpx.Response(404, json={"error": {"message": "no route", "type": "NotFoundError", "code": 404}})
 
     remote = settings.model_copy(update={"backend": "remote", "vllm_url": "http://vllm.test/v1"})
-    client = httpx.Client(base_url="http://vllm.test", transport=httpx.MockTransport(handler))
-    return RemoteVLLMBackend(remote, base_model_dir, client=client, wait_s=0)
+    return RemoteVLLMBackend(remote, base_model_dir, transport=httpx.MockTransport(handler), wait_s=0)
 
 
 def test_request_body_and_usage(settings, base_model_dir):

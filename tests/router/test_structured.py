@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -77,8 +78,11 @@ def test_transformers_refuses_structured_output(hf_backend):
 # --- streaming -------------------------------------------------------------------------------
 
 
-def _collect(stream) -> tuple[list[str], Generation]:
-    items = list(stream)
+def _collect(req, backend) -> tuple[list[str], Generation]:
+    async def run():
+        return [item async for item in backend.astream(req)]
+
+    items = asyncio.run(run())
     assert isinstance(items[-1], Generation)
     assert all(isinstance(i, str) for i in items[:-1])
     return items[:-1], items[-1]
@@ -86,7 +90,7 @@ def _collect(stream) -> tuple[list[str], Generation]:
 
 def test_vllm_stream_is_incremental_and_matches_generate(vllm_backend):
     req = GenerationRequest(prompt=PARITY_PROMPT, max_tokens=12)
-    pieces, final = _collect(vllm_backend.generate_stream(req))
+    pieces, final = _collect(req, vllm_backend)
     whole = vllm_backend.generate([req])[0]
     assert "".join(pieces) == final.text == whole.text
     assert final.token_ids == whole.token_ids
@@ -94,22 +98,26 @@ def test_vllm_stream_is_incremental_and_matches_generate(vllm_backend):
 
 
 def test_vllm_stream_with_schema(vllm_backend):
-    pieces, final = _collect(
-        vllm_backend.generate_stream(GenerationRequest(prompt=PROMPT, max_tokens=48, json_schema=PERSON_SCHEMA))
-    )
+    pieces, final = _collect(GenerationRequest(prompt=PROMPT, max_tokens=48, json_schema=PERSON_SCHEMA), vllm_backend)
     check_person(json.loads("".join(pieces)))
 
 
 def test_vllm_stream_errors_before_the_first_piece(vllm_backend):
+    async def first(req):
+        return await anext(vllm_backend.astream(req))
+
     with pytest.raises(NotFoundError):
-        vllm_backend.generate_stream(GenerationRequest(prompt=PARITY_PROMPT, adapter="nope"))
+        asyncio.run(first(GenerationRequest(prompt=PARITY_PROMPT, adapter="nope")))
     with pytest.raises(InvalidRequestError, match="response_format"):
-        vllm_backend.generate_stream(GenerationRequest(prompt=PROMPT, json_schema={"type": "no-such-type"}))
+        asyncio.run(first(GenerationRequest(prompt=PROMPT, json_schema={"type": "no-such-type"})))
 
 
 def test_vllm_stream_closed_early_aborts_and_engine_keeps_serving(vllm_backend):
-    stream = vllm_backend.generate_stream(GenerationRequest(prompt=PARITY_PROMPT, max_tokens=200))
-    next(stream)
-    stream.close()
+    async def one_piece_then_close():
+        stream = vllm_backend.astream(GenerationRequest(prompt=PARITY_PROMPT, max_tokens=200))
+        await anext(stream)
+        await stream.aclose()
+
+    asyncio.run(one_piece_then_close())
     out = vllm_backend.generate([GenerationRequest(prompt=PARITY_PROMPT, max_tokens=4)])[0]
     assert out.completion_tokens == 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -34,14 +35,11 @@ def live_router(service_settings, vllm_backend, lora_adapter_dir):
     vllm_backend.unload_adapter("tester")  # the engine is shared with other test folders
 
 
-@pytest.fixture(scope="module")
-def server(live_router, service_settings):
-    """Yield the base URL of a running server; stop it afterwards (the engine stays up)."""
-    from service.app import create_app
-
+@contextlib.contextmanager
+def serve(app):
+    """Run ``app`` on a free localhost port in a thread; yield its base URL; stop it afterwards."""
     port = _free_port()
-    config = uvicorn.Config(create_app(service_settings, router=live_router), host="127.0.0.1", port=port,
-                            log_level="warning")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -55,9 +53,20 @@ def server(live_router, service_settings):
             time.sleep(0.1)
     else:
         raise RuntimeError("test server did not come up")
-    yield base
-    srv.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield base
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(live_router, service_settings):
+    """Yield the base URL of a running server; stop it afterwards (the engine stays up)."""
+    from service.app import create_app
+
+    with serve(create_app(service_settings, router=live_router)) as base:
+        yield base
 
 
 @pytest.fixture()
