@@ -47,7 +47,7 @@ eval: install
 
 bench: install
 	$(PY) bench/multi_lora.py
-	$(PY) bench/http_overhead.py
+	$(PY) bench/http_load.py
 
 serve: install
 	$(WITH_ADAPTERS) $(RAGTUNE) serve

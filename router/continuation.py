@@ -26,6 +26,7 @@ def continuation(req: GenerationRequest, gen: Generation) -> GenerationRequest:
     return req.model_copy(update={
         "prompt": req.prompt + gen.text + gen.stop_reason,
         "max_tokens": req.max_tokens - gen.completion_tokens,
+        "min_tokens": max(0, req.min_tokens - gen.completion_tokens),
     })
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 
 from ragtune.errors import ConfigError, InvalidRequestError, NotFoundError
 from ragtune.settings import Settings
@@ -171,14 +171,6 @@ class Router:
         """Blocking :meth:`aanswer`, for callers without an event loop (the CLI, scripts)."""
         return asyncio.run(self.aanswer(query))
 
-    def answer_batch(self, queries: Sequence[ChatQuery]) -> list[Answer]:
-        """Answer several queries concurrently (the engine batches them); blocking."""
-
-        async def _all():
-            return await asyncio.gather(*(self.aanswer(q) for q in queries))
-
-        return asyncio.run(_all())
-
     async def astream(self, query: ChatQuery) -> tuple[Route, list[Citation], AsyncIterator[str | Answer]]:
         """Answer one query incrementally.
 
@@ -242,6 +234,7 @@ class Router:
         return GenerationRequest(
             prompt=self.prompts.build(q.messages, ps, adapter=r.adapter is not None),
             max_tokens=q.max_tokens or self.settings.max_tokens,
+            min_tokens=q.min_tokens,
             temperature=q.temperature,
             top_p=q.top_p,
             # A JSON constraint ends the answer itself; the prompt's stops ("\n\n\n"...) could cut the JSON.

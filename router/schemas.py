@@ -37,6 +37,7 @@ class ChatQuery(BaseModel):
     tenant: str | None = None
     top_k: int | None = Field(default=None, ge=1, le=50)
     max_tokens: int | None = Field(default=None, ge=1, le=4096)
+    min_tokens: int = Field(default=0, ge=0, le=4096, description="Fewest tokens to generate (EOS and stops wait).")
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     stop: list[str] | None = None

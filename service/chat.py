@@ -60,6 +60,7 @@ def to_query(body: ChatCompletionRequest) -> ChatQuery:
         tenant=body.tenant,
         top_k=body.top_k,
         max_tokens=body.max_completion_tokens or body.max_tokens,
+        min_tokens=body.min_tokens,
         temperature=body.temperature,
         top_p=body.top_p,
         stop=stop,

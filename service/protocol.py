@@ -70,6 +70,8 @@ class ChatCompletionRequest(BaseModel):
     messages: list[OpenAIMessage] = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1, le=4096)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=4096)
+    min_tokens: int = Field(default=0, ge=0, le=4096, description="vLLM's extension: fewest tokens to generate "
+                            "(EOS and stop strings wait); for fixed-length benchmarks.")
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     n: int = Field(default=1, ge=1, le=1, description="Only one choice per request is supported.")

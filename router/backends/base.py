@@ -29,6 +29,7 @@ class GenerationRequest(BaseModel):
 
     prompt: str = Field(description="The full prompt text; the tokenizer adds <bos>.")
     max_tokens: int = Field(default=128, ge=1, description="Most new tokens to generate.")
+    min_tokens: int = Field(default=0, ge=0, description="Fewest new tokens: EOS and stop strings wait (benchmarks).")
     temperature: float = Field(default=0.0, ge=0.0, le=5.0, description="0 = greedy.")
     top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (ignored when greedy).")
     stop: list[str] | None = Field(default=None, description="Stop strings; not included in the text.")
@@ -173,11 +174,27 @@ class Backend(ABC):
                 self._stop_loop()
 
     def _stop_loop(self) -> None:
-        """Stop the engine loop's thread (also when a subclass fails to start)."""
+        """Cancel what still runs on the engine loop, stop it and its thread (also after a failed start)."""
         self._closed = True
+        if self._loop.is_closed():
+            return
+        if threading.current_thread() is self._loop_thread or not self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            return
+
+        async def _cancel_the_rest() -> None:
+            # e.g. vLLM's output handler: left pending, it would keep the engine alive until exit.
+            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in rest:
+                task.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(_cancel_the_rest(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
-        if threading.current_thread() is not self._loop_thread:
-            self._loop_thread.join(timeout=30)
+        self._loop_thread.join(timeout=30)
+        if not self._loop.is_running():
+            self._loop.close()
 
     @abstractmethod
     def _release(self) -> None:

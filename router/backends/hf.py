@@ -125,6 +125,7 @@ class TransformersBackend(Backend):
         greedy = req.temperature == 0.0
         kwargs: dict = {
             "max_new_tokens": min(req.max_tokens, self.settings.max_model_len - prompt_len),
+            "min_new_tokens": min(req.min_tokens, req.max_tokens) or None,
             "do_sample": not greedy,
             "pad_token_id": self.tokenizer.pad_token_id,
             # The model's generation_config may carry sampling defaults (top_k...); be explicit.

@@ -267,6 +267,8 @@ class RemoteVLLMBackend(Backend):
             "top_p": 1.0 if greedy else req.top_p,
             "return_token_ids": True,
         }
+        if req.min_tokens:
+            body["min_tokens"] = min(req.min_tokens, req.max_tokens)
         if req.stop:
             body["stop"] = req.stop
         if req.seed is not None and not greedy:

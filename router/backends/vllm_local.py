@@ -55,7 +55,8 @@ class VLLMBackend(Backend):
         self._tokenizer = self._engine.get_tokenizer()
         self._adapters: dict[str, _Registered] = {}
         self._ids = itertools.count(1)  # LoRARequest ids must be >= 1 and never reused
-        self._slots = LoraSlots(settings.max_loras - 1, self._engine.remove_lora, wait_s=settings.lora_wait_s)
+        # Our method, not the engine's: the slots must not keep the engine alive after close().
+        self._slots = LoraSlots(settings.max_loras - 1, self._remove_lora, wait_s=settings.lora_wait_s)
 
     async def _start(self, settings: Settings):
         try:
@@ -205,6 +206,7 @@ class VLLMBackend(Backend):
         return SamplingParams(
             # Clamp to the context left, as the OpenAI server does, instead of erroring.
             max_tokens=min(req.max_tokens, self.settings.max_model_len - prompt_len),
+            min_tokens=min(req.min_tokens, req.max_tokens),
             temperature=0.0 if greedy else req.temperature,
             top_p=1.0 if greedy else req.top_p,
             stop=req.stop or None,
@@ -215,6 +217,9 @@ class VLLMBackend(Backend):
         )
 
     # Lifecycle ------------------------------------------------------------------------------
+
+    async def _remove_lora(self, lora_id: int) -> bool:
+        return await self._engine.remove_lora(lora_id)
 
     def _release(self) -> None:
         # Stop the engine-core process now rather than at interpreter exit, and drop the engine so

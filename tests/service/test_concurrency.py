@@ -102,6 +102,15 @@ def test_a_disconnected_stream_frees_its_slot(server, vllm_backend):
     assert _metric(server, "ragtune_num_requests_running") == 0  # and the admission slot is free
 
 
+def test_min_tokens_holds_back_stops_and_eos(server):
+    # "\n" as a stop would end this answer within a line; min_tokens makes the engine go on.
+    body = _body(max_tokens=24, min_tokens=24, stop=["\n", "."])
+    r = httpx.post(f"{server}/v1/chat/completions", json=body, timeout=300)
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] == 24
+    assert r.json()["choices"][0]["finish_reason"] == "length"
+
+
 @pytest.fixture(scope="module")
 def tight_server(live_router, service_settings):
     """The same engine behind an app that admits one request and queues one."""
