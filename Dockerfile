@@ -36,5 +36,6 @@ RUN ragtune models prepare
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=180s --retries=5 \
     CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"
-# No auth exists yet (RAGTUNE_API_KEYS is planned): publish this port only on a trusted network.
+# Binding 0.0.0.0 needs RAGTUNE_API_KEYS (docker compose reads it from .env); without keys
+# `ragtune serve` refuses to start rather than serve every tenant to anyone.
 CMD ["ragtune", "serve", "--host", "0.0.0.0", "--port", "8000"]

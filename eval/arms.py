@@ -17,7 +17,11 @@ from collections.abc import Callable
 from pydantic import BaseModel, ConfigDict
 
 from eval.suites import Item, Suite
+from ragtune.errors import BackendUnavailableError, RagtuneError
 from router.schemas import Answer, ChatMessage, ChatQuery
+
+# How long an arm waits for a dead engine to come back before its one retry.
+ENGINE_BACK_S = 900.0
 
 
 class ArmPlan(BaseModel):
@@ -67,6 +71,20 @@ def build_query(suite: Suite, item: Item, plan: ArmPlan) -> ChatQuery:
     )
 
 
+class ArmFailedError(RagtuneError):
+    """An arm could not be answered (the engine died and did not come back): the run goes on."""
+
+
+def wait_until_serving(backend, timeout_s: float, poll_s: float = 1.0) -> bool:
+    """Wait until the backend serves again; False after ``timeout_s`` or if it cannot restart."""
+    deadline = time.monotonic() + timeout_s
+    while backend.unavailable is not None:
+        if not backend.recovering or time.monotonic() > deadline:
+            return False
+        time.sleep(poll_s)
+    return True
+
+
 class ArmRun(BaseModel):
     """Raw answers of one arm with each request's own latency and the arm's wall time."""
 
@@ -105,6 +123,16 @@ def run_arm(
         done = await asyncio.gather(*(one(it) for it in items))
         return done, time.perf_counter() - started
 
-    done, total = asyncio.run(_all())
+    try:
+        done, total = asyncio.run(_all())
+    except BackendUnavailableError as first:
+        # The engine died under load (vLLM's EngineDeadError) and is being rebuilt: once it is
+        # back, the arm runs again from the start, once; otherwise only this arm fails.
+        if not wait_until_serving(router.backend, ENGINE_BACK_S):
+            raise ArmFailedError(f"engine unavailable: {first.message}") from first
+        try:
+            done, total = asyncio.run(_all())
+        except BackendUnavailableError as second:
+            raise ArmFailedError(f"engine unavailable twice: {second.message}") from second
     return ArmRun(answers=[a for a, _ in done], latency_ms=[ms for _, ms in done], total_s=total,
                   concurrency=concurrency)

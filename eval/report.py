@@ -104,7 +104,8 @@ def _arm_table(suite: SuiteResult) -> str:
     for arm in suite.arms:
         label = ARM_LABEL[arm.arm]
         if arm.status != "ok":
-            rows.append(f'<tr><td>{label}</td><td class="na" colspan="{len(metrics) + 5}">not applicable: '
+            status = "failed" if arm.status == "failed" else "not applicable"
+            rows.append(f'<tr><td>{label}</td><td class="na" colspan="{len(metrics) + 5}">{status}: '
                         f"{html.escape(arm.reason)}</td></tr>")
             continue
         cells = "".join(_fmt_interval(arm, m) for m in metrics)

@@ -40,8 +40,8 @@ class ItemResult(_Strict):
 
 class ArmResult(_Strict):
     arm: Arm
-    status: Literal["ok", "not_applicable"]
-    reason: str = Field(default="", description="Why the arm was skipped, when it was.")
+    status: Literal["ok", "not_applicable", "failed"]
+    reason: str = Field(default="", description="Why the arm was skipped or failed, when it was.")
     adapter: str | None = None
     retrieval: bool = False
     metrics: dict[str, Interval] = Field(default_factory=dict, description="Mean and bootstrap 95% CI per metric.")

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from eval import adapters as adapter_mod
-from eval.arms import plan_arm, run_arm
+from eval.arms import ArmFailedError, plan_arm, run_arm
 from eval.ingest import ingest
 from eval.results import (
     ArmResult,
@@ -206,8 +206,13 @@ def run_suite(suite: Suite, router, store, settings: Settings, config: EvalConfi
             own = arm_adapters.get(arm)
             plan = plan_arm(arm, own.name if own else None)
             task = progress.add_task(f"{suite.name} · {arm}", total=len(items)) if progress else None
-            run = run_arm(router, suite, items, plan, concurrency=batch,
-                          on_item=(lambda n, t=task: progress.advance(t, n)) if progress else None)
+            try:
+                run = run_arm(router, suite, items, plan, concurrency=batch,
+                              on_item=(lambda n, t=task: progress.advance(t, n)) if progress else None)
+            except ArmFailedError as exc:
+                arm_results.append(ArmResult(arm=arm, status="failed", adapter=plan.adapter,
+                                             retrieval=plan.retrieval, reason=exc.message))
+                continue
             outputs = [a.text for a in run.answers]
             empty = sum(not o.strip() for o in outputs)
             item_scores = score_outputs(suite, items, outputs, style)

@@ -27,6 +27,20 @@ class InvalidRequestError(RagtuneError):
     error_type = "invalid_request_error"
 
 
+class PermissionDeniedError(RagtuneError):
+    """The caller is known but may not do this (another tenant's data, an admin endpoint)."""
+
+    status_code = 403
+    error_type = "permission_error"
+
+
+class ConflictError(RagtuneError):
+    """The request is valid but the server's state refuses it (e.g. no LoRA slot left)."""
+
+    status_code = 409
+    error_type = "conflict_error"
+
+
 class NotFoundError(RagtuneError):
     """A named thing (adapter, document, route) does not exist."""
 

@@ -90,7 +90,11 @@ class Settings(BaseSettings):
         "the embedding blurs. 0 = dense order only.",
     )
     max_tokens: int = Field(default=128, ge=1, description="Default generation length.")
-    # --- Serving: admission, time limits and input limits (service/)
+    # --- Serving: auth, admission, time limits and input limits (service/)
+    api_keys: str | None = Field(
+        default=None, repr=False,
+        description='API keys: a JSON list of {"key" | "key_sha256", "role": "admin"|"query", "tenant"?}, or the '
+        "path of a file holding one. Unset: auth off (ragtune serve allows that only on loopback).")
     max_inflight: int = Field(default=32, ge=1, description="Chat requests generating at once (the engine batches them).")
     max_queue: int = Field(default=64, ge=0, description="Chat requests waiting for a slot; beyond it: 429.")
     request_timeout_s: float = Field(
@@ -99,6 +103,8 @@ class Settings(BaseSettings):
     lora_wait_s: float = Field(
         default=60.0, gt=0, description="Longest a request for a further adapter waits for a free LoRA slot (then 429).")
     max_body_bytes: int = Field(default=16_000_000, ge=1024, description="Largest request body (413 beyond).")
+    max_tokens_limit: int = Field(
+        default=4096, ge=1, description="Largest max_tokens / min_tokens a chat request may ask for (400 beyond).")
     max_messages: int = Field(default=256, ge=1, description="Most messages in one chat request.")
     max_prompt_chars: int = Field(default=100_000, ge=1, description="Most characters over all messages of a request.")
     max_stop: int = Field(default=4, ge=0, description="Most stop strings (OpenAI allows 4).")

@@ -7,10 +7,12 @@ are put back (see ``FactStore.upsert``).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Mapping, Sequence
 from datetime import date
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -28,6 +30,7 @@ from ragtune.settings import Settings
 # Imported for its side effect too: registering the embedding function lets Chroma rebuild it
 # when a persisted collection is reopened ("Embedding function ... not found" otherwise).
 from retriever.embeddings import MiniLMEmbeddingFunction, embed_texts
+from retriever.journal import IngestJournal, PendingIngest
 from retriever.chunking import ChunkingConfig, chunk_document
 from retriever.models import RESERVED_METADATA_KEYS, Chunk, Document, IngestResult, Passage
 from retriever.rerank import rerank
@@ -136,7 +139,29 @@ class FactStore:
         self.settings = settings or Settings()
         self.chunking = ChunkingConfig(chunk_words=self.settings.chunk_words, chunk_overlap=self.settings.chunk_overlap)
         self.embedding_function = MiniLMEmbeddingFunction()
+        # A client handed in (tests, embedding) is the caller's to keep consistent: no journal.
+        self.journal = None if client is not None else IngestJournal(self._journal_folder())
         self.client = client or self._connect()
+        if self.journal is not None:
+            self._replay()
+
+    def _journal_folder(self) -> Path:
+        if self.settings.chroma_url:  # one journal per server, beside this process's home
+            key = hashlib.sha256(self.settings.chroma_url.encode()).hexdigest()[:16]
+            return self.settings.home / "journal" / key
+        path = self.settings.resolved_chroma_path
+        return path.with_name(path.name + ".journal")
+
+    def _replay(self) -> None:
+        """Finish the ingests a killed process left half-written (see ``retriever/journal.py``)."""
+        for op in self.journal.pending():
+            coll = self._create_collection(op.collection)
+            self._write(coll, op.ids, op.texts, op.metadatas, op.embeddings)
+            if op.stale:
+                coll.delete(ids=op.stale)
+            self.journal.done(op)
+            log.warning("finished an interrupted ingest into %r (%d chunks) left by an earlier process",
+                        op.collection, len(op.ids))
 
     def _connect(self) -> ClientAPI:
         chroma_settings = ChromaSettings(anonymized_telemetry=False)
@@ -156,7 +181,8 @@ class FactStore:
 
     # -- collections -------------------------------------------------------------------------
 
-    def _names(self, collection: str | None, tenant: str | None) -> tuple[str, str]:
+    def names(self, collection: str | None, tenant: str | None) -> tuple[str, str]:
+        """The validated (collection, tenant) a call uses, defaults filled in from settings."""
         return (
             validate_collection_name(collection or self.settings.collection),
             validate_tenant(tenant or self.settings.tenant),
@@ -208,7 +234,7 @@ class FactStore:
         embedded; a write failing part-way restores the affected documents' previous chunks and
         raises ``RagtuneError``.
         """
-        coll_name, tenant = self._names(collection, tenant)
+        coll_name, tenant = self.names(collection, tenant)
         docs = _coerce_documents(documents)
         if not docs:
             raise InvalidRequestError("no documents to ingest", param="documents")
@@ -236,15 +262,24 @@ class FactStore:
         new_ids = set(ids)
         stale = [i for i in snapshot["ids"] if i not in new_ids]
 
+        # Recorded whole before the first write: a process killed mid-way is finished on reopen.
+        op = PendingIngest(collection=coll_name, ids=ids, texts=texts, metadatas=metadatas,
+                           embeddings=np.asarray(embeddings, dtype=np.float32), stale=stale)
+        if self.journal is not None:
+            self.journal.record(op)
         try:
             self._write(coll, ids, texts, metadatas, embeddings)
             if stale:
                 coll.delete(ids=stale)
         except Exception as exc:
             self._restore(coll, snapshot, ids, drop_collection=created)
+            if self.journal is not None:
+                self.journal.done(op)
             raise RagtuneError(
                 f"ingest into collection {coll_name!r} failed and was rolled back: {exc}", code="ingest_failed"
             ) from exc
+        if self.journal is not None:
+            self.journal.done(op)
 
         return IngestResult(
             collection=coll_name,
@@ -300,7 +335,7 @@ class FactStore:
 
     def delete_document(self, doc_id: str, collection: str | None = None, tenant: str | None = None) -> int:
         """Delete every chunk of ``doc_id`` for ``tenant``; returns how many. NotFoundError if absent."""
-        coll_name, tenant = self._names(collection, tenant)
+        coll_name, tenant = self.names(collection, tenant)
         coll = self._get_collection(coll_name)
         found = coll.get(where=_doc_filter(tenant, [doc_id]), include=[])["ids"] if coll is not None else []
         if not found:
@@ -316,7 +351,7 @@ class FactStore:
 
     def get_document(self, doc_id: str, collection: str | None = None, tenant: str | None = None) -> list[Chunk] | None:
         """The stored chunks of ``doc_id`` in order, or None if the tenant has no such document."""
-        coll_name, tenant = self._names(collection, tenant)
+        coll_name, tenant = self.names(collection, tenant)
         coll = self._get_collection(coll_name)
         if coll is None:
             return None
@@ -339,7 +374,7 @@ class FactStore:
         k = self.settings.top_k if k is None else k
         if not 1 <= k <= 100:
             raise InvalidRequestError(f"k={k} must be between 1 and 100", param="k")
-        coll_name, tenant = self._names(collection, tenant)
+        coll_name, tenant = self.names(collection, tenant)
         coll = self._get_collection(coll_name)
         if coll is None:
             raise NotFoundError(

@@ -49,35 +49,38 @@ def validate_adapter_name(name: str) -> str:
     return name
 
 
-def validate_adapter_dir(path: Path, max_rank: int, *, name: str | None = None) -> AdapterInfo:
+def validate_adapter_dir(path: Path, max_rank: int, *, name: str | None = None, label: str | None = None) -> AdapterInfo:
     """Check that ``path`` is a loadable LoRA adapter with rank <= ``max_rank``.
 
     Reads only the config and the safetensors header (no tensors), so it is cheap enough to
-    run on every load request. Raises InvalidRequestError with the reason otherwise.
+    run on every load request. Raises InvalidRequestError with the reason otherwise; messages
+    call the folder ``label`` when given (the service shows callers no server paths).
     """
     path = Path(path).expanduser()
+    shown = label or str(path)
     if not path.is_dir():
-        raise InvalidRequestError(f"Adapter folder '{path}' does not exist or is not a folder.", param="path")
+        raise InvalidRequestError(f"Adapter folder '{shown}' does not exist or is not a folder.", param="path")
     config_path = path / CONFIG_FILE
     weights_path = path / WEIGHTS_FILE
+    config_shown, weights_shown = f"{shown}/{CONFIG_FILE}", f"{shown}/{WEIGHTS_FILE}"
     for required in (config_path, weights_path):
         if not required.is_file():
             raise InvalidRequestError(
-                f"Adapter folder '{path}' has no {required.name} (expected {CONFIG_FILE} and {WEIGHTS_FILE}).",
+                f"Adapter folder '{shown}' has no {required.name} (expected {CONFIG_FILE} and {WEIGHTS_FILE}).",
                 param="path",
             )
 
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidRequestError(f"Cannot parse {config_path}: {exc}", param="path") from exc
+        raise InvalidRequestError(f"Cannot parse {config_shown}: {exc}", param="path") from exc
     if not isinstance(config, dict):
-        raise InvalidRequestError(f"{config_path} must hold a JSON object.", param="path")
+        raise InvalidRequestError(f"{config_shown} must hold a JSON object.", param="path")
 
     peft_type = config.get("peft_type", "LORA")
     if str(peft_type).upper() != "LORA":
-        raise InvalidRequestError(f"{config_path}: peft_type is '{peft_type}', only LORA adapters are served.", param="path")
-    rank = _rank(config, config_path)
+        raise InvalidRequestError(f"{config_shown}: peft_type is '{peft_type}', only LORA adapters are served.", param="path")
+    rank = _rank(config, config_shown)
     if rank > max_rank:
         raise InvalidRequestError(
             f"Adapter '{path.name}' has LoRA rank {rank}, above the engine's max_lora_rank {max_rank} "
@@ -87,9 +90,9 @@ def validate_adapter_dir(path: Path, max_rank: int, *, name: str | None = None) 
     targets = config.get("target_modules") or []
     target_modules = [targets] if isinstance(targets, str) else [str(t) for t in targets]
     if not target_modules:
-        raise InvalidRequestError(f"{config_path}: target_modules is empty.", param="path")
+        raise InvalidRequestError(f"{config_shown}: target_modules is empty.", param="path")
 
-    _check_safetensors(weights_path)
+    _check_safetensors(weights_path, weights_shown)
     alpha = config.get("lora_alpha")
     return AdapterInfo(
         name=name or path.name,
@@ -101,7 +104,7 @@ def validate_adapter_dir(path: Path, max_rank: int, *, name: str | None = None) 
     )
 
 
-def _rank(config: dict, config_path: Path) -> int:
+def _rank(config: dict, config_path: Path | str) -> int:
     r = config.get("r")
     if not isinstance(r, int) or isinstance(r, bool) or r < 1:
         raise InvalidRequestError(f"{config_path}: 'r' must be a positive integer, got {r!r}.", param="path")
@@ -110,16 +113,16 @@ def _rank(config: dict, config_path: Path) -> int:
     return max([r, *overrides])
 
 
-def _check_safetensors(weights_path: Path) -> None:
+def _check_safetensors(weights_path: Path, shown: str) -> None:
     from safetensors import safe_open
 
     try:
         with safe_open(str(weights_path), framework="pt") as fh:
             keys = list(fh.keys())
     except Exception as exc:  # safetensors raises its own error types for a bad header
-        raise InvalidRequestError(f"Cannot read {weights_path}: {exc}", param="path") from exc
+        raise InvalidRequestError(f"Cannot read {shown}: {exc}", param="path") from exc
     if not any("lora_A" in k or "lora_B" in k for k in keys):
-        raise InvalidRequestError(f"{weights_path} holds no LoRA weights (no lora_A/lora_B tensors).", param="path")
+        raise InvalidRequestError(f"{shown} holds no LoRA weights (no lora_A/lora_B tensors).", param="path")
 
 
 def discover_adapters(adapters_dir: Path, *, max_rank: int | None = None) -> dict[str, AdapterInfo]:
@@ -144,21 +147,31 @@ def discover_adapters(adapters_dir: Path, *, max_rank: int | None = None) -> dic
     return found
 
 
-def check_adapter_card(path: Path, expected_base_hash: str):
-    """Read ``card.json`` in the adapter folder ``path``, if there is one, and check its base model.
+def check_adapter_card(path: Path, expected_base_hash: str, *, required: bool = False, label: str | None = None):
+    """Read ``card.json`` in the adapter folder ``path`` and check its base model.
 
     An adapter applied to other base weights than it was trained on produces fluent nonsense
     with no error, so a card naming another base is refused (InvalidRequestError, both hashes in
-    the message). Returns the card, or None when the folder has no card (hand-made adapters).
+    the message). Returns the card, or None when the folder has none and ``required`` is false
+    (hand-made adapters at start-up; the HTTP admin API requires a card).
     """
     from ragtune.card import CARD_FILE, read_card
 
+    shown = label or str(path)
     if not (Path(path) / CARD_FILE).is_file():
+        if required:
+            raise InvalidRequestError(
+                f"Adapter folder '{shown}' has no {CARD_FILE}: only adapters with a card (written by `ragtune "
+                "train`, naming the base weights they were trained on) can be loaded here.", param="path")
         return None
-    card = read_card(Path(path))
+    try:
+        card = read_card(Path(path))
+    except InvalidRequestError as exc:
+        raise InvalidRequestError(f"Adapter folder '{shown}': its {CARD_FILE} is not a valid adapter card.",
+                                  param="path") from exc
     if card.base_model_hash != expected_base_hash:
         raise InvalidRequestError(
-            f"Adapter at '{path}' was trained on base model '{card.base_model}' with weights hash "
+            f"Adapter '{shown}' was trained on base model '{card.base_model}' with weights hash "
             f"{card.base_model_hash}, but this service's base model has hash {expected_base_hash}: "
             "it would produce nonsense here. Retrain it on this base model or serve its own base.",
             param="path",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ragtune.models import prepare_base_model
+from ragtune.publish import recover
 from ragtune.settings import Settings
 from router.adapters import discover_adapters
 from router.backends.base import Backend, make_backend
@@ -15,6 +16,7 @@ def build_router(settings: Settings, backend: Backend | None = None, store=None,
     model_dir = prepare_base_model(settings)
     if backend is None:
         backend = make_backend(settings, model_dir)
+        recover(settings.resolved_adapters_dir)  # a publish killed half-way: the previous version back
         for name, info in discover_adapters(settings.resolved_adapters_dir).items():
             backend.load_adapter(name, info.path)
     if store is None and with_store:

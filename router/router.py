@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-from ragtune.errors import ConfigError, InvalidRequestError, NotFoundError
+from ragtune.errors import ConfigError, InvalidRequestError, NotFoundError, PermissionDeniedError
 from ragtune.settings import Settings
 from router.backends.base import Backend, GenerationRequest
 from router.continuation import MAX_ROUNDS, agenerate_until_content, continuation, joined, needs_more
@@ -142,6 +142,11 @@ class Router:
         if spec is None:
             return query
         update: dict = {}
+        if spec.pin_tenant:
+            if query.tenant is not None and query.tenant != spec.tenant:
+                raise PermissionDeniedError(f"Route '{query.model}' serves tenant '{spec.tenant}' only.", param="tenant",
+                                            code="tenant_forbidden")
+            update["tenant"] = spec.tenant
         for field in ("collection", "tenant", "top_k"):
             if getattr(query, field) is None and getattr(spec, field) is not None:
                 update[field] = getattr(spec, field)

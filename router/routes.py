@@ -4,7 +4,7 @@
       adapter: e2e-json          # a loaded adapter, or null for the base model
       retrieval: auto            # on | off | auto (auto: retrieve when the best passage scores
                                  #   at least settings.retrieval_threshold)
-      collection: restaurants    # optional: collection, top_k, tenant, system_prompt,
+      collection: restaurants    # optional: collection, top_k, tenant (+ pin_tenant), system_prompt,
       top_k: 3                   #   response_format ({type: json_object} or
                                  #   {type: json_schema, json_schema: {name, schema}})
 
@@ -62,6 +62,8 @@ class RouteSpec(BaseModel):
     )
     collection: str | None = Field(default=None, description="Chroma collection to search (default: settings).")
     tenant: str | None = Field(default=None, description="Tenant whose documents to search (default: settings).")
+    pin_tenant: bool = Field(
+        default=False, description="Requests cannot override `tenant`: one naming another tenant is refused (403).")
     top_k: int | None = Field(default=None, ge=1, le=50, description="Passages to retrieve.")
     system_prompt: str | None = Field(default=None, description="System message when the request has none.")
     response_format: RouteResponseFormat | None = Field(default=None, description="Default output constraint.")
@@ -74,6 +76,12 @@ class RouteSpec(BaseModel):
         if isinstance(v, bool):
             return "on" if v else "off"
         return v
+
+    @model_validator(mode="after")
+    def _pinned_tenant_named(self) -> RouteSpec:
+        if self.pin_tenant and self.tenant is None:
+            raise ValueError("pin_tenant: true needs a tenant to pin")
+        return self
 
 
 _ROUTES = TypeAdapter(dict[str, RouteSpec])

@@ -1,8 +1,9 @@
 """Adapters admin: list, hot-load and unload LoRA adapters without restarting the engine.
 
-AUTH: none yet. DESIGN.md reserves these endpoints for the "admin" role of RAGTUNE_API_KEYS;
-until auth exists anyone who can reach the port can load any adapter folder the server process
-can read. Keep the service bound to localhost (the default) or behind a trusted proxy.
+Admin keys only. An adapter loads only from a folder inside the adapters dir (symlinks resolved,
+so a link cannot point out of it) that holds a ``card.json`` naming this service's base weights.
+Paths are shown relative to the adapters dir, and a path outside it is refused without saying
+whether anything exists there.
 """
 
 from __future__ import annotations
@@ -14,21 +15,26 @@ from pathlib import Path
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from ragtune.errors import InvalidRequestError
 from ragtune.models import base_model_hash
 from router.adapters import AdapterInfo, check_adapter_card, validate_adapter_dir, validate_adapter_name
 from router.router import Router
 from service import metrics
+from service.auth import AdminCaller
+from service.protocol import ERROR_RESPONSES
 from service.state import CurrentRouter
 
 log = logging.getLogger(__name__)
-router = APIRouter()
+router = APIRouter(responses=ERROR_RESPONSES)
 
 
 class LoadAdapterRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="Name to serve it under (the `model` field of chat requests).")
-    path: str | None = Field(default=None, description="Adapter folder; default: the adapters dir / name.")
+    path: str | None = Field(default=None, max_length=1024,
+                             description="Adapter folder inside the adapters dir (relative to it, or absolute); "
+                             "default: the adapters dir / name.")
 
 
 class CardSummary(BaseModel):
@@ -49,7 +55,7 @@ class CardSummary(BaseModel):
 class AdapterEntry(BaseModel):
     object: str = "adapter"
     name: str
-    path: str
+    path: str = Field(description="The folder, relative to the adapters dir.")
     rank: int
     alpha: float | None
     base_model: str | None = Field(description="base_model_name_or_path from adapter_config.json.")
@@ -97,7 +103,7 @@ def _entry(engine: Router, info: AdapterInfo, name: str) -> AdapterEntry:
             log.warning("adapter %s: unreadable card: %s", name, exc)
     return AdapterEntry(
         name=name,
-        path=str(info.path),
+        path=_shown(engine.settings, info.path),
         rank=info.rank,
         alpha=info.alpha,
         base_model=info.base_model_name_or_path,
@@ -106,37 +112,57 @@ def _entry(engine: Router, info: AdapterInfo, name: str) -> AdapterEntry:
     )
 
 
+def _shown(settings, path: Path) -> str:
+    """``path`` relative to the adapters dir; only the folder name for one outside it (start-up)."""
+    root = settings.resolved_adapters_dir.resolve()
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else resolved.name
+
+
+def confined_path(settings, name: str, requested: str | None) -> tuple[Path, str]:
+    """The adapter folder a load request names, resolved inside the adapters dir, and its label."""
+    root = settings.resolved_adapters_dir.resolve()
+    raw = Path(requested) if requested else Path(name)
+    if "\0" in str(raw):
+        raise InvalidRequestError("path: not a valid folder name.", param="path")
+    resolved = (raw if raw.is_absolute() else root / raw).resolve()  # symlinks and '..' resolved
+    if resolved == root or not resolved.is_relative_to(root):
+        raise InvalidRequestError("path: adapters load only from a folder inside the server's adapters dir "
+                                  "(give it relative to that dir).", param="path", code="path_outside_adapters_dir")
+    return resolved, str(resolved.relative_to(root))
+
+
 def _info(engine: Router, name: str) -> AdapterInfo:
     return engine.backend.adapter_info(name)
 
 
 @router.get("/v1/adapters", response_model=AdapterList)
-def list_adapters(engine: CurrentRouter) -> AdapterList:
+def list_adapters(_: AdminCaller, engine: CurrentRouter) -> AdapterList:
     return AdapterList(data=[_entry(engine, _info(engine, n), n) for n in sorted(engine.backend.adapter_names())])
 
 
 @router.post("/v1/adapters", response_model=AdapterEntry)
-def load_adapter(body: LoadAdapterRequest, engine: CurrentRouter) -> AdapterEntry:
-    """Validate the folder, check its card against this base model, then load it (replacing an
-    adapter of the same name). Every check runs before the engine sees the folder, and a
-    refused adapter leaves the loaded ones untouched."""
+def load_adapter(_: AdminCaller, body: LoadAdapterRequest, engine: CurrentRouter) -> AdapterEntry:
+    """Confine the folder to the adapters dir, validate it, check its card against this base
+    model, then load it (replacing an adapter of the same name). Every check runs before the
+    engine sees the folder, and a refused adapter leaves the loaded ones untouched."""
     settings = engine.settings
     name = validate_adapter_name(body.name)
-    path = Path(body.path).expanduser() if body.path else settings.resolved_adapters_dir / name
     try:
-        validate_adapter_dir(path, settings.max_lora_rank, name=name)
-        check_adapter_card(path, base_model_hash(settings))
+        path, label = confined_path(settings, name, body.path)
+        validate_adapter_dir(path, settings.max_lora_rank, name=name, label=label)
+        check_adapter_card(path, base_model_hash(settings), required=True, label=label)
         engine.backend.load_adapter(name, path)
     except Exception:
         metrics.ADAPTER_LOADS.labels("refused").inc()
         raise
     metrics.ADAPTER_LOADS.labels("loaded").inc()
-    log.info("adapter %s loaded from %s over HTTP", name, path)
+    log.info("adapter %s loaded from %s over HTTP", name, path)  # the server log may name paths
     return _entry(engine, _info(engine, name), name)
 
 
 @router.delete("/v1/adapters/{name}", response_model=AdapterDeleted)
-def unload_adapter(name: str, engine: CurrentRouter) -> AdapterDeleted:
+def unload_adapter(_: AdminCaller, name: str, engine: CurrentRouter) -> AdapterDeleted:
     engine.backend.unload_adapter(name)  # NotFoundError (404) when it is not loaded
     metrics.ADAPTER_UNLOADS.inc()
     log.info("adapter %s unloaded over HTTP", name)

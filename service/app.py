@@ -6,16 +6,17 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ragtune import __version__
 from ragtune.settings import Settings
 from router.router import Router
 from service import adapters, chat, documents, models
+from service.auth import AdminCaller, describe
 from service.errors import install_error_handlers
 from service.limits import BodySizeLimit
-from service.protocol import error_json
+from service.protocol import ERROR_RESPONSES, error_json
 from service.state import ServiceState, State
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ def create_app(settings: Settings | None = None, router: Router | None = None) -
     """Build the app. Given a router (tests, embedding), it is used as is; else one is started
     in the background at start-up from ``settings``."""
     state = ServiceState(settings or Settings(), router)
+    log.info(describe(state.keys))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -41,21 +43,25 @@ def create_app(settings: Settings | None = None, router: Router | None = None) -
         app.include_router(part.router)
 
     # Probes are async and touch nothing slow: they answer on the event loop even while every
-    # generation slot is busy and the thread pool is full.
+    # generation slot is busy and the thread pool is full. They need no key (load balancers);
+    # /metrics needs an admin key when auth is on (Prometheus sends it as a bearer token).
     @app.get("/healthz")
     async def healthz() -> dict:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses=ERROR_RESPONSES)
     async def readyz(s: State):
         if s.router is not None:
+            down = s.router.backend.unavailable
+            if down:
+                return JSONResponse(error_json(down, "engine_not_ready"), status_code=503, headers={"Retry-After": "15"})
             return {"status": "ready"}
         if s.startup_error:
             return JSONResponse(error_json(s.startup_error, "server_error"), status_code=500)
         return JSONResponse(error_json("engine starting", "engine_not_ready"), status_code=503)
 
-    @app.get("/metrics")
-    async def metrics() -> Response:
+    @app.get("/metrics", response_class=PlainTextResponse, responses=ERROR_RESPONSES)
+    async def metrics(_: AdminCaller) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -24,12 +24,14 @@ from router.router import Router
 from router.schemas import Answer, ChatMessage, ChatQuery
 from service import metrics
 from service.admission import RequestTimeoutError
+from service.auth import QueryCaller
 from service.limits import check_chat
 from service.protocol import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
     Choice,
+    ERROR_RESPONSES,
     ChunkChoice,
     DeltaMessage,
     ResponseMessage,
@@ -39,7 +41,7 @@ from service.protocol import (
 from service.state import ServiceState, State
 
 log = logging.getLogger(__name__)
-router = APIRouter()
+router = APIRouter(responses=ERROR_RESPONSES)
 
 
 def to_query(body: ChatCompletionRequest) -> ChatQuery:
@@ -83,11 +85,15 @@ def _known(engine: Router) -> set[str]:
     return set(engine.model_names())
 
 
-@router.post("/v1/chat/completions", response_model=ChatCompletionResponse)
-async def chat_completions(body: ChatCompletionRequest, state: State):
+@router.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses={
+    200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+          "description": "The answer; with stream: true, server-sent events of chat.completion.chunk"}})
+async def chat_completions(caller: QueryCaller, body: ChatCompletionRequest, state: State):
     engine = state.require_router()
     check_chat(body, state.settings)
     query = to_query(body)
+    if caller.tenant is not None:  # a tenant-bound key searches its tenant only, whatever the body says
+        query = query.model_copy(update={"tenant": caller.tenant_for(body.tenant)})
     route = metrics.route_label(body.model, _known(engine))
     if body.stream:
         return await _stream(body, query, engine, state, route)

@@ -1,15 +1,29 @@
-"""POST /v1/documents: put documents in the fact store (all or nothing)."""
+"""Documents admin: put documents in the fact store (all or nothing), read one back, delete one.
+
+Admin keys only. A key bound to a tenant reaches that tenant's documents and no other: naming
+another tenant is a 403, and another tenant's document id is simply not found (404), exactly as
+an id that exists nowhere, so ids cannot be probed across tenants.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from retriever.models import Document, IngestResult
+from ragtune.errors import NotFoundError
+from retriever.models import Chunk, Document, IngestResult
+from service.auth import AdminCaller
 from service.limits import check_documents
+from service.protocol import ERROR_RESPONSES
 from service.state import CurrentStore, State
 
-router = APIRouter()
+router = APIRouter(responses=ERROR_RESPONSES)
+
+DocId = Annotated[str, Path(min_length=1, max_length=512, description="The document's id.")]
+CollectionParam = Annotated[str | None, Query(max_length=63, description="Collection (default: settings).")]
+TenantParam = Annotated[str | None, Query(max_length=128, description="Tenant (default: the key's, or settings).")]
 
 
 class DocumentsRequest(BaseModel):
@@ -20,7 +34,41 @@ class DocumentsRequest(BaseModel):
     documents: list[Document] = Field(min_length=1)
 
 
+class StoredDocument(BaseModel):
+    object: str = "document"
+    id: str
+    collection: str
+    tenant: str
+    chunks: list[Chunk]
+
+
+class DocumentDeleted(BaseModel):
+    object: str = "document.deleted"
+    id: str
+    deleted: bool = True
+    chunks: int = Field(description="Chunks removed.")
+
+
 @router.post("/v1/documents", response_model=IngestResult)
-def add_documents(body: DocumentsRequest, store: CurrentStore, state: State) -> IngestResult:
+def add_documents(caller: AdminCaller, body: DocumentsRequest, store: CurrentStore, state: State) -> IngestResult:
+    tenant = caller.tenant_for(body.tenant)
     check_documents(body.documents, state.settings)
-    return store.upsert(body.documents, collection=body.collection, tenant=body.tenant)
+    return store.upsert(body.documents, collection=body.collection, tenant=tenant)
+
+
+@router.get("/v1/documents/{doc_id}", response_model=StoredDocument)
+def get_document(caller: AdminCaller, doc_id: DocId, store: CurrentStore, collection: CollectionParam = None,
+                 tenant: TenantParam = None) -> StoredDocument:
+    coll, tenant = store.names(collection, caller.tenant_for(tenant))
+    chunks = store.get_document(doc_id, collection=coll, tenant=tenant)
+    if chunks is None:
+        raise NotFoundError(f"document {doc_id!r} not found in collection {coll!r} for tenant {tenant!r}",
+                            param="id", code="document_not_found")
+    return StoredDocument(id=doc_id, collection=coll, tenant=tenant, chunks=chunks)
+
+
+@router.delete("/v1/documents/{doc_id}", response_model=DocumentDeleted)
+def delete_document(caller: AdminCaller, doc_id: DocId, store: CurrentStore, collection: CollectionParam = None,
+                    tenant: TenantParam = None) -> DocumentDeleted:
+    removed = store.delete_document(doc_id, collection=collection, tenant=caller.tenant_for(tenant))
+    return DocumentDeleted(id=doc_id, chunks=removed)

@@ -35,8 +35,11 @@ def install_error_handlers(app: FastAPI) -> None:
             log.error("server error: %s", exc.message)
         # 429s say when to come back (the admission queue, busy LoRA slots).
         retry = getattr(exc, "retry_after_s", None) or (2 if exc.status_code == 429 else None)
+        headers = {"Retry-After": str(retry)} if retry else {}
+        if exc.status_code == 401:
+            headers["WWW-Authenticate"] = "Bearer"
         return JSONResponse(error_json(exc.message, exc.error_type, exc.param, exc.code), status_code=exc.status_code,
-                            headers={"Retry-After": str(retry)} if retry else None)
+                            headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):

@@ -19,6 +19,11 @@ class PayloadTooLargeError(RagtuneError):
 
 
 def check_chat(body: ChatCompletionRequest, settings: Settings) -> None:
+    for field in ("max_tokens", "max_completion_tokens", "min_tokens"):
+        value = getattr(body, field)
+        if value is not None and value > settings.max_tokens_limit:
+            raise InvalidRequestError(f"{field}: {value} is more than this server's limit of {settings.max_tokens_limit}",
+                                      param=field, code="max_tokens_too_large")
     if len(body.messages) > settings.max_messages:
         raise InvalidRequestError(
             f"messages: {len(body.messages)} messages, more than the limit of {settings.max_messages}",

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.protocol import ModelCard, ModelList
+from service.protocol import ERROR_RESPONSES, ModelCard, ModelList
+from service.auth import QueryCaller
 from service.state import CurrentRouter
 
-router = APIRouter()
+router = APIRouter(responses=ERROR_RESPONSES)
 
 
 @router.get("/v1/models", response_model=ModelList)
-def list_models(engine: CurrentRouter) -> ModelList:
+def list_models(_: QueryCaller, engine: CurrentRouter) -> ModelList:
     base = engine.settings.base_model
     cards = [ModelCard(id="base", kind="base", root=base)]
     cards += [ModelCard(id=name, kind="adapter", root=base) for name in sorted(engine.backend.adapter_names())]

@@ -178,5 +178,18 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+_ERROR_STATUSES = {
+    400: "Invalid request (the message names the field)", 401: "Missing or wrong API key",
+    403: "The key's role or tenant does not allow this", 404: "Not found", 409: "Conflicts with the server's state",
+    413: "Request body too large", 429: "Too many requests: retry after Retry-After seconds",
+    500: "Server fault", 503: "Engine starting or restarting: retry after Retry-After seconds",
+    504: "No answer within the request timeout",
+}
+# Declared on every endpoint so clients (and the fuzzer) know the error shape of each status.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text} for status, text in _ERROR_STATUSES.items()
+}
+
+
 def error_json(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
     return ErrorResponse(error=ErrorBody(message=message, type=type_, param=param, code=code)).model_dump()

@@ -26,7 +26,10 @@ class ServiceState:
     def __init__(self, settings: Settings, router: Router | None = None):
         from service.admission import Admission
 
+        from service.auth import load_keys
+
         self.settings = settings
+        self.keys = load_keys(settings.api_keys)  # a bad key list fails here, before anything starts
         self.router = router
         self.admission = Admission(settings)  # the app's serving limits (a given router may have others)
         self.startup_error: str | None = None

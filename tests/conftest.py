@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -112,3 +114,42 @@ def hf_backend(tmp_path_factory, base_model_dir):
     )
     yield backend
     backend.close()
+
+
+@contextlib.contextmanager
+def service_process(home: Path, base_model_dir: Path, *, backend: str = "transformers", env: dict | None = None,
+                    ready_s: float = 300):
+    """``ragtune serve`` in its own process (the transformers engine starts in seconds); yields
+    (base URL, Popen). Killed at the end if still running."""
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "RAGTUNE_HOME": str(home),
+                "RAGTUNE_BASE_MODEL": str(base_model_dir), "RAGTUNE_BACKEND": backend, **(env or {})}
+    log = open(home / "service.log", "ab")  # noqa: SIM115 - closed below, after the process
+    proc = subprocess.Popen([sys.executable, "-m", "ragtune.cli", "serve", "--port", str(port)], env=full_env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_s
+        while True:
+            assert proc.poll() is None, f"the service exited ({proc.returncode}); see {home / 'service.log'}"
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the service did not become ready"
+            time.sleep(0.2)
+        yield base, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        log.close()

@@ -17,7 +17,6 @@ import json
 import shutil
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -29,6 +28,7 @@ from ragtune.card import AdapterCard, CardWarning, Compute, DataInfo, HistoryPoi
 from ragtune.errors import InvalidRequestError
 from ragtune.jsonformat import load_schema
 from ragtune.models import base_model_hash, prepare_base_model
+from ragtune.publish import clear_staging, publish, recover
 from ragtune.settings import Settings
 from trainer.config import Runtime, TrainConfig, resolve_runtime
 from trainer.data import (
@@ -96,6 +96,8 @@ def train_adapter(
     final_dir = config.adapter_dir(settings)
     work_dir = config.work_dir(settings)
     final_dir.parent.mkdir(parents=True, exist_ok=True)
+    recover(final_dir.parent)  # a killed earlier publish: the previous version back first
+    clear_staging(final_dir.parent, final_dir.name)  # half-assembled folders of a killed run
     resume_from, spent_before = _prepare_work_dir(work_dir, config, data, warnings)
 
     guard = GuardrailCallback(lambda w: _print_warning(console, w), lora_r=config.lora_r)
@@ -321,25 +323,6 @@ def _record_spent(work_dir: Path, seconds: float) -> None:
         run = json.loads(path.read_text())
         run["spent_seconds"] = seconds
         path.write_text(json.dumps(run, indent=2))
-
-
-def publish(staging: Path, final: Path) -> None:
-    """Move a finished adapter folder to its final name by rename (same filesystem).
-
-    An existing adapter of that name is renamed aside first, the new one renamed in, and the
-    old one deleted; if the second rename fails the old one is put back.
-    """
-    if not final.exists():
-        staging.rename(final)
-        return
-    old = final.with_name(f".old-{final.name}-{uuid.uuid4().hex[:8]}")
-    final.rename(old)
-    try:
-        staging.rename(final)
-    except BaseException:
-        old.rename(final)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------

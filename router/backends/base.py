@@ -204,6 +204,16 @@ class Backend(ABC):
         if self._closed:
             raise ConfigError(f"The {self.name} backend has been closed.")
 
+    @property
+    def unavailable(self) -> str | None:
+        """Why the engine cannot serve right now (e.g. restarting after it died), or None."""
+        return None
+
+    @property
+    def recovering(self) -> bool:
+        """True while the engine is being rebuilt (``unavailable`` will clear by itself)."""
+        return False
+
     # Shared helpers -------------------------------------------------------------------------
 
     def _check_adapters_known(self, requests: Iterable[GenerationRequest]) -> None:

@@ -17,8 +17,8 @@ adapter batched with adapter requests silently get the last slot's adapter appli
 server schedules its own slots, and ``/v1/unload_lora_adapter`` only forgets the name: the
 engine keeps the weights in their slot until it needs the room. So start the server with
 ``--max-loras`` >= (adapters it will serve, counting each reload under a new name) + 1 and keep
-``RAGTUNE_MAX_LORAS`` equal to it: this backend logs a warning once more distinct adapters have
-been loaded than that leaves safe.
+``RAGTUNE_MAX_LORAS`` equal to it: this backend refuses (409) to load more distinct adapter names
+than that leaves safe.
 
 Replacing a loaded adapter reloads it in place on the server (same LoRA id, same slot). vLLM does
 not invalidate prefix-cache blocks computed with the old weights, so put changed weights in a new
@@ -36,7 +36,14 @@ from pathlib import Path
 
 import httpx
 
-from ragtune.errors import BackendUnavailableError, ConfigError, InvalidRequestError, NotFoundError, RagtuneError
+from ragtune.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    RagtuneError,
+)
 from ragtune.settings import Settings
 from router.adapters import AdapterInfo, validate_adapter_dir, validate_adapter_name
 from router.backends.base import Backend, Generation, GenerationRequest, stop_string
@@ -178,6 +185,16 @@ class RemoteVLLMBackend(Backend):
                 raise InvalidRequestError(f"'{name}' is the served base model's name; choose another adapter name.",
                                           param="name")
             key = (name, str(info.path))
+            names = {n for n, _ in self._ever_loaded}
+            safe = self.settings.max_loras - 1
+            if name not in names and len(names) >= safe:
+                # The server never frees a slot (unloading only forgets the name): one more adapter
+                # could be applied to no-adapter requests (vLLM CPU LoRA slot leak). Refuse instead.
+                raise ConflictError(
+                    f"The vLLM server at {self.url} has {safe} usable LoRA slots (max_loras - 1) and they have held "
+                    f"{len(names)} adapters: loading a further one could leak an adapter into no-adapter answers. "
+                    "Reload an existing name, or restart the server with a larger --max-loras and RAGTUNE_MAX_LORAS.",
+                    param="name", code="lora_slots_full")
             server_path = self._server_loras.get(name)
             if server_path == str(info.path) and name not in self._adapters:
                 # Already on the server from the same folder (e.g. its --lora-modules): adopt it
@@ -191,12 +208,6 @@ class RemoteVLLMBackend(Backend):
             self._server_loras[name] = str(info.path)
             self._adapters[name] = info
             self._ever_loaded.add(key)
-            safe = self.settings.max_loras - 1
-            if len({n for n, _ in self._ever_loaded}) > safe:
-                log.warning(
-                    "%d distinct adapters loaded into the vLLM server at %s, more than max_loras-1 = %d: if its "
-                    "--max-loras is not larger, no-adapter requests may get an adapter applied (vLLM CPU LoRA slot "
-                    "leak). Restart the server with a larger --max-loras.", len(self._ever_loaded), self.url, safe)
             log.info("Loaded adapter %s (rank %d) from %s into %s", name, info.rank, info.path, self.url)
 
     def unload_adapter(self, name: str) -> None:

