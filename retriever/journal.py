@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,7 @@ class IngestJournal:
     def record(self, op: PendingIngest) -> Path:
         """Write ``op`` durably before any of it reaches the store; returns its entry."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        name = f"{uuid.uuid4().hex}{SUFFIX}"
+        name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}{SUFFIX}"  # sorts oldest first
         tmp = self.folder / f".{name}.tmp"
         meta = {"collection": op.collection, "ids": op.ids, "texts": op.texts, "metadatas": op.metadatas,
                 "stale": op.stale}
@@ -70,7 +71,7 @@ class IngestJournal:
         for tmp in self.folder.glob(f".*{SUFFIX}.tmp"):  # killed before its rename: nothing was written
             tmp.unlink(missing_ok=True)
         ops = []
-        for entry in sorted(self.folder.glob(f"*{SUFFIX}"), key=lambda p: p.stat().st_mtime):
+        for entry in sorted(self.folder.glob(f"[0-9]*{SUFFIX}")):
             with np.load(entry) as data:
                 meta = json.loads(data["meta"].tobytes())
                 ops.append(PendingIngest(embeddings=data["embeddings"], path=entry, **meta))

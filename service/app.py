@@ -6,7 +6,7 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ragtune import __version__
@@ -60,7 +60,9 @@ def create_app(settings: Settings | None = None, router: Router | None = None) -
             return JSONResponse(error_json(s.startup_error, "server_error"), status_code=500)
         return JSONResponse(error_json("engine starting", "engine_not_ready"), status_code=503)
 
-    @app.get("/metrics", response_class=PlainTextResponse, responses=ERROR_RESPONSES)
+    # Errors are JSON like everywhere; only the 200 is Prometheus text.
+    @app.get("/metrics", responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                                          "description": "Prometheus text format"}, **ERROR_RESPONSES})
     async def metrics(_: AdminCaller) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

@@ -86,7 +86,10 @@ def _known(engine: Router) -> set[str]:
 
 
 @router.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses={
-    200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+    # Each server-sent event: its `data` is a chat.completion.chunk as JSON, or "[DONE]".
+    200: {"content": {"text/event-stream": {"schema": {
+              "type": "object", "required": ["data"],
+              "properties": {"data": {"type": "string"}, "event": {"type": "string"}}}}},
           "description": "The answer; with stream: true, server-sent events of chat.completion.chunk"}})
 async def chat_completions(caller: QueryCaller, body: ChatCompletionRequest, state: State):
     engine = state.require_router()

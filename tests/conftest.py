@@ -153,3 +153,27 @@ def service_process(home: Path, base_model_dir: Path, *, backend: str = "transfo
             proc.kill()
         proc.wait()
         log.close()
+
+
+def cli_app(register):
+    """A typer app with one part's commands mounted, as ``ragtune.cli`` mounts them."""
+    import typer
+
+    app = typer.Typer()
+    register(app)
+
+    @app.command("noop")  # a second command keeps typer in multi-command mode, as in ragtune.cli
+    def _noop() -> None:
+        pass
+
+    return app
+
+
+def soak_record(test: str, **figures) -> None:
+    """Append a test's figures to $RAGTUNE_SOAK_REPORT (make soak: the numbers in RELIABILITY.md)."""
+    import json
+
+    path = os.environ.get("RAGTUNE_SOAK_REPORT")
+    if path:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"test": test, **figures}) + "\n")

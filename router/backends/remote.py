@@ -134,11 +134,12 @@ class RemoteVLLMBackend(Backend):
         try:
             r = self._client.request(method, path, json=json_body)
         except httpx.TransportError as exc:
-            raise BackendUnavailableError(
-                f"The vLLM server at {self.url} is not reachable ({type(exc).__name__}: {exc})."
-            ) from exc
+            raise self._unreachable(exc) from exc
         self._raise_for(r, path, param)
         return r
+
+    def _unreachable(self, exc: httpx.TransportError) -> BackendUnavailableError:
+        return BackendUnavailableError(f"The vLLM server at {self.url} is not reachable ({type(exc).__name__}: {exc}).")
 
     def _raise_for(self, r: httpx.Response, path: str, param: str | None) -> None:
         if r.status_code < 400:
@@ -244,9 +245,7 @@ class RemoteVLLMBackend(Backend):
         try:
             r = await self._aclient.post(path, json=body)
         except httpx.TransportError as exc:
-            raise BackendUnavailableError(
-                f"The vLLM server at {self.url} is not reachable ({type(exc).__name__}: {exc})."
-            ) from exc
+            raise self._unreachable(exc) from exc
         self._raise_for(r, path, param)
         return r
 

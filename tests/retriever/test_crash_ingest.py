@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, soak_record
 
 pytestmark = pytest.mark.slow
 
@@ -96,6 +96,8 @@ def test_kill_during_a_500_document_ingest_leaves_every_document_whole(tmp_path)
         joined = " ".join(t for _, t in docs[f"d{i}"])
         assert f"doc{i}v1w0 " in joined and f"doc{i}v1w299" in joined  # first and last word: whole
     assert not list(_journal(tmp_path).glob("*.ingest.npz"))  # replayed and cleared
+    soak_record("kill -9 store mid-ingest", documents=N_DOCS, chunks_before_replay=before_replay,
+                chunks_after=sum(len(c) for c in docs.values()), whole_after=N_DOCS)
 
 
 def test_kill_while_replacing_documents_leaves_no_mix_of_versions(tmp_path):

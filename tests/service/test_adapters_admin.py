@@ -91,7 +91,8 @@ def test_a_path_relative_to_the_adapters_dir_loads(client, adapters_dir):
 def test_paths_outside_the_adapters_dir_are_refused_without_saying_what_is_there(client, adapters_dir, path):
     err = _error(client.post("/v1/adapters", json={"name": "escape", "path": path}), 400, "inside")
     assert err["code"] == "path_outside_adapters_dir"
-    assert "exist" not in err["message"] and path not in err["message"]
+    assert "exist" not in err["message"]
+    assert len(path) < 3 or path not in err["message"]  # "." and ".." occur in any sentence
 
 
 def test_home_is_not_expanded(client, adapters_dir):

@@ -8,7 +8,7 @@ import threading
 import httpx
 import pytest
 
-from tests.conftest import service_process
+from tests.conftest import service_process, soak_record
 
 pytestmark = pytest.mark.slow
 
@@ -57,6 +57,8 @@ def test_kill_9_mid_ingest_loses_no_acknowledged_document(tmp_path, base_model_d
     for i in present:
         words = " ".join(t for _, t in sorted(chunks[f"doc-{i}"])).split()
         assert f"d{i}w0" == words[0] and f"d{i}w{WORDS - 1}" == words[-1], f"doc-{i} is not whole"
+    soak_record("kill -9 service mid-ingest", sent=len(sent), acknowledged=len(acked), present=len(present),
+                lost=len(set(acked) - present), half=0, in_flight_present=len(present - set(acked)))
     del store
 
     with service_process(tmp_path, base_model_dir) as (base, _):  # and it starts again

@@ -14,7 +14,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import PARITY_PROMPT
+from tests.conftest import PARITY_PROMPT, soak_record
 from tests.service.conftest import serve
 
 pytestmark = pytest.mark.slow
@@ -65,7 +65,9 @@ def test_a_killed_engine_is_reported_rebuilt_and_serves_again(live_router, servi
         assert r.status_code == 503 and r.headers["retry-after"], r.text
         assert r.json()["error"]["code"] == "engine_restarting"
 
+        died = time.monotonic()
         _wait_ready(base)
+        soak_record("engine-core killed mid-stream", seconds_unready=round(time.monotonic() - died, 1))
         assert vllm_backend.restarts == restarts + 1
         after = {m: c.post("/v1/chat/completions", json=_body(m)).json()["choices"][0]["message"]["content"]
                  for m in ("base", "tester")}

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from service.cli import is_loopback, register
+from tests.conftest import cli_app
 
 
-def _app() -> typer.Typer:
-    app = typer.Typer()
-    register(app)
-
-    @app.command("noop")  # a second command keeps typer in multi-command mode, as in ragtune.cli
-    def _noop() -> None:
-        pass
-
-    return app
+def _app():
+    return cli_app(register)
 
 
 @pytest.mark.parametrize(("host", "loopback"), [("127.0.0.1", True), ("localhost", True), ("::1", True),

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import typer
 from typer.testing import CliRunner
 
 from ragtune.errors import InvalidRequestError
+from tests.conftest import cli_app
 from tests.trainer.helpers import write_jsonl
 from trainer.cli import register
 
 
-def make_app() -> typer.Typer:
-    app = typer.Typer()
-    register(app)
-
-    @app.command("noop")  # a second command keeps typer in multi-command mode, as in ragtune.cli
-    def _noop() -> None:
-        pass
-
-    return app
+def make_app():
+    return cli_app(register)
 
 
 def test_help_lists_the_contract_flags():

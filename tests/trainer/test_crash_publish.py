@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from ragtune.publish import publish, recover
-from tests.conftest import REPO, service_process
+from tests.conftest import REPO, service_process, soak_record
 from tests.trainer.helpers import json_rows, write_jsonl
 
 SHIPPED = REPO / "adapters" / "e2e-json"
@@ -104,3 +104,4 @@ def test_kill_9_leaves_no_half_adapter_and_keeps_the_old_one(tmp_path, base_mode
         r = httpx.post(f"{base}/v1/chat/completions", timeout=120, json={
             "model": "crashy", "messages": [{"role": "user", "content": "Restaurant: Aromi."}], "max_tokens": 8})
         assert r.status_code == 200, r.text
+    soak_record(f"kill -9 trainer during {phase}", visible_adapters=_visible(adapters), old_adapter_intact=True)
