@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import date
 from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict
@@ -33,6 +34,7 @@ class ArmPlan(BaseModel):
     adapter: str | None
     retrieval: bool
     few_shot: bool
+    as_of: date | None = None  # retrieve the facts valid on this day (the changing-facts probe)
 
 
 def plan_arm(arm: str, adapter: str | None) -> ArmPlan:
@@ -64,6 +66,7 @@ def build_query(suite: Suite, item: Item, plan: ArmPlan) -> ChatQuery:
         # adapter a production route would pick (that is the facts suite's hybrid arm).
         reader=False,
         collection=suite.spec.collection if plan.retrieval else None,
+        as_of=plan.as_of if plan.retrieval else None,
         top_k=spec.retrieval.top_k if (plan.retrieval and spec.retrieval) else None,
         max_tokens=spec.prompt.max_tokens,
         stop=list(spec.prompt.stop) or None,

@@ -39,7 +39,7 @@ def build_documents(spec: DocumentsSpec, items: list[Item]) -> list[Document]:
         rows = rows[: spec.limit]
     return [
         Document(id=str(r[spec.id_field]), text=render(spec.text, r),
-                 source=render(spec.source, r) if spec.source else None, kind=spec.kind)
+                 source=render(spec.source, r) if spec.source else None, kind=spec.kind, valid_from=spec.valid_from)
         for r in rows
     ]
 

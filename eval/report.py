@@ -90,10 +90,7 @@ def _cost_chart(suite: SuiteResult) -> str:
 
 
 def _fmt_interval(arm: ArmResult, metric: str) -> str:
-    iv = arm.metrics.get(metric)
-    if iv is None:
-        return '<td class="na">–</td>'
-    return f'<td class="num">{iv.mean:.3f}<br><span class="muted">[{iv.low:.3f}, {iv.high:.3f}]</span></td>'
+    return _fmt_iv(arm.metrics.get(metric))
 
 
 def _arm_table(suite: SuiteResult) -> str:
@@ -208,9 +205,34 @@ def _suite_section(suite: SuiteResult, examples: int) -> str:
     return (
         f"<h2 id='{suite.name}'>{html.escape(suite.name)}</h2><p>{html.escape(suite.description)}</p>"
         f"<p class='muted'>{' · '.join(facts)}</p>{training}"
-        f"{_decision(suite)}{_arm_table(suite)}{_comparisons(suite)}{_metric_chart(suite)}{_cost_chart(suite)}"
-        f"{_examples(suite, examples)}"
+        f"{_decision(suite)}{_arm_table(suite)}{_as_of_table(suite)}{_comparisons(suite)}{_metric_chart(suite)}"
+        f"{_cost_chart(suite)}{_examples(suite, examples)}"
     )
+
+
+def _as_of_table(suite: SuiteResult) -> str:
+    """Changing facts: rag as of a day before the change, rag today, and the adapter today."""
+    probe = suite.as_of
+    if probe is None:
+        return ""
+    rows = [(f"rag, as of {probe.as_of.isoformat()}", probe.rag_as_of), ("rag, today", probe.rag_today)]
+    if probe.ft_today is not None:
+        rows.append(("ft, today (adapter trained on the old facts)", probe.ft_today))
+    metrics = list(probe.rag_today)
+    head = "".join(f"<th>{html.escape(m)}</th>" for m in metrics)
+    body = "".join(
+        f"<tr><td>{label}</td>{''.join(_fmt_iv(scores.get(m)) for m in metrics)}</tr>" for label, scores in rows)
+    return (f"<h3>As of a past date</h3><p class='muted'>The store keeps every version with its validity "
+            f"window: asked as of {probe.as_of.isoformat()}, before the facts changed, rag should state the old "
+            f"value (<i>stale</i> here is the right answer); today the new one (<i>current</i>). The adapter "
+            f"learned the old facts and states them whatever the date.</p>"
+            f"<table><tr><th>ask</th>{head}</tr>{body}</table>")
+
+
+def _fmt_iv(iv) -> str:
+    if iv is None:
+        return '<td class="na">–</td>'
+    return f'<td class="num">{iv.mean:.3f}<br><span class="muted">[{iv.low:.3f}, {iv.high:.3f}]</span></td>'
 
 
 def render_html(results: EvalResults, examples: int = 3) -> str:

@@ -8,7 +8,7 @@ against it before reporting success.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -101,6 +101,15 @@ class Decision(_Strict):
     note: str = ""
 
 
+class AsOfProbe(_Strict):
+    """Changing facts: what rag states as of a past day, next to rag and ft today."""
+
+    as_of: date
+    rag_as_of: dict[str, Interval] = Field(description="rag asked as of `as_of`: 'stale' here = the value valid then.")
+    rag_today: dict[str, Interval]
+    ft_today: dict[str, Interval] | None = Field(description="The adapter, trained on the old facts, asked today.")
+
+
 class SuiteResult(_Strict):
     name: str
     description: str
@@ -116,6 +125,7 @@ class SuiteResult(_Strict):
     arms: list[ArmResult]
     comparisons: list[PairedDiff] = Field(description="Every pair of arms that ran, on the primary metric.")
     decision: Decision
+    as_of: AsOfProbe | None = Field(default=None, description="The rag arm asked as of a day before the change.")
     seconds: float
 
 

@@ -21,6 +21,7 @@ from eval.arms import ArmFailedError, plan_arm, run_arm
 from eval.ingest import ingest
 from eval.results import (
     ArmResult,
+    AsOfProbe,
     Decision,
     EvalResults,
     IngestInfo,
@@ -239,6 +240,7 @@ def run_suite(suite: Suite, router, store, settings: Settings, config: EvalConfi
             if progress is not None:
                 progress.update(task, description=f"{suite.name} · {arm} · {primary} "
                                 f"{metrics[primary].mean:.3f}")
+        as_of = _as_of_probe(router, suite, items, arm_results, batch, style)
     decision, comparisons = _decide(suite, arm_results, scores)
     return SuiteResult(
         name=suite.name, description=spec.description, source=str(suite.source), expect=spec.expect,
@@ -246,8 +248,23 @@ def run_suite(suite: Suite, router, store, settings: Settings, config: EvalConfi
         adapter=arm_adapters["ft"].name if arm_adapters["ft"] else None,
         hybrid_adapter=arm_adapters["hybrid"].name if arm_adapters["hybrid"] else None,
         ingest=ingest_info, training=training, arms=arm_results,
-        comparisons=comparisons, decision=decision, seconds=time.perf_counter() - started,
+        comparisons=comparisons, decision=decision, as_of=as_of, seconds=time.perf_counter() - started,
     )
+
+
+def _as_of_probe(router, suite: Suite, items, arms: list[ArmResult], batch: int, style) -> AsOfProbe | None:
+    """The rag arm asked again as of a day before the facts changed: a store with history answers
+    with the value valid then; the ft arm (asked today) shows what the adapter is stuck at."""
+    day = suite.spec.retrieval.as_of_probe if suite.spec.retrieval else None
+    rag = next((a for a in arms if a.arm == "rag" and a.status == "ok"), None)
+    if day is None or rag is None:
+        return None
+    plan = plan_arm("rag", None).model_copy(update={"as_of": day})
+    run = run_arm(router, suite, items, plan, concurrency=batch)
+    scores = score_outputs(suite, items, [a.text for a in run.answers], style)
+    past = {m: bootstrap_mean([s[m] for s in scores]) for m in scores[0]}
+    ft = next((a for a in arms if a.arm == "ft" and a.status == "ok"), None)
+    return AsOfProbe(as_of=day, rag_as_of=past, rag_today=rag.metrics, ft_today=ft.metrics if ft else None)
 
 
 def run_eval(config: EvalConfig, settings: Settings | None = None, backend=None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from datetime import date
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -158,6 +159,8 @@ class DocumentsSpec(_Strict):
         default=None, description="Item field listing gold document ids: always kept when joining.")
     max_per_group: int | None = Field(default=None, ge=0, description="With a join: most non-gold rows per group.")
     min_words: int = Field(default=1, ge=1, description="Skip rows with fewer words (headings).")
+    valid_from: date | None = Field(
+        default=None, description="Day these versions of the facts hold from (a later `update` closes them).")
 
     @model_validator(mode="after")
     def _join_complete(self) -> DocumentsSpec:
@@ -173,7 +176,10 @@ class RetrievalSpec(_Strict):
         "(default: the user message, instructions and all).")
     update: DocumentsSpec | None = Field(
         default=None, description="Upserted after the adapter is trained and before asking (changed facts: "
-        "same ids replace the first version).")
+        "same ids get a new version, valid from the update's valid_from; the first stays for as_of).")
+    as_of_probe: date | None = Field(
+        default=None, description="A day before the update: the rag arm is asked again as of it, and should "
+        "state the old value (the store keeps history; an adapter stays at its training data).")
     top_k: int = Field(default=3, ge=1, le=20)
 
 

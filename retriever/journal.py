@@ -1,8 +1,8 @@
 """A redo log for ingests, so a process killed mid-write leaves only whole documents.
 
-One ingest is several Chroma calls (upserts in batches, then deleting the chunks a replaced
-document no longer has); a ``kill -9`` between them would leave a document with some new and
-some old chunks. Before the first call the store writes the whole ingest here (records with
+One ingest is several Chroma calls (upserts in batches, then closing the windows of the versions
+it supersedes); a ``kill -9`` between them would leave a document with two current versions, or
+a version with some of its chunks. Before the first call the store writes the whole ingest here (records with
 their embeddings, and the stale ids), atomically (temporary file, fsync, rename); after the
 last call it removes the entry. Opening the store replays any entry left behind: every write is
 an idempotent upsert or delete, so the documents of an interrupted ingest end up fully present,
@@ -15,7 +15,7 @@ import json
 import os
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ class PendingIngest:
     metadatas: list[dict[str, Any]]
     embeddings: np.ndarray
     stale: list[str]
+    update_ids: list[str] = field(default_factory=list)  # earlier versions whose window this ingest closes
+    update_metadatas: list[dict[str, Any]] = field(default_factory=list)
     path: Path | None = None
 
 
@@ -47,7 +49,7 @@ class IngestJournal:
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}{SUFFIX}"  # sorts oldest first
         tmp = self.folder / f".{name}.tmp"
         meta = {"collection": op.collection, "ids": op.ids, "texts": op.texts, "metadatas": op.metadatas,
-                "stale": op.stale}
+                "stale": op.stale, "update_ids": op.update_ids, "update_metadatas": op.update_metadatas}
         with tmp.open("wb") as fh:
             np.savez(fh, embeddings=np.asarray(op.embeddings, dtype=np.float32),
                      meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))

@@ -11,7 +11,10 @@ MetadataValue = str | int | float | bool
 
 # Keys the store writes into every chunk's Chroma metadata; user metadata may not shadow them,
 # or tenant filtering and document lookup would silently break.
-RESERVED_METADATA_KEYS = frozenset({"tenant", "doc_id", "source", "chunk", "valid_from", "kind"})
+RESERVED_METADATA_KEYS = frozenset({
+    "tenant", "doc_id", "source", "chunk", "valid_from", "kind", "version", "valid_to", "valid_from_day",
+    "valid_to_day", "content_sha256", "ingested_at", "deleted_day",
+})
 # What a stored text is to the model: a fact to answer from and cite, or a worked example of the
 # task (the prompt shows examples as examples, never as sources to cite).
 PassageKind = Literal["fact", "example"]
@@ -83,7 +86,9 @@ class Chunk(BaseModel):
     chunk: int = Field(description="Position of the chunk within its document, from 0.")
     source: str
     text: str
-    valid_from: date | None = None
+    valid_from: date | None = Field(default=None, description="First day this version holds (None: always).")
+    valid_to: date | None = Field(default=None, description="First day it no longer holds (None: still holds).")
+    version: int = Field(default=1, description="The document's version this chunk belongs to, from 1.")
     kind: PassageKind = "fact"
     metadata: dict[str, Any] = Field(default_factory=dict, description="The document's user metadata.")
 
@@ -102,6 +107,21 @@ class IngestResult(BaseModel):
 
     collection: str
     tenant: str
-    documents: int = Field(description="Documents upserted.")
-    chunks: int = Field(description="Chunks written for them.")
-    replaced_chunks: int = Field(description="Chunks these documents had before (now replaced).")
+    documents: int = Field(description="Documents that got a new version.")
+    unchanged: int = Field(default=0, description="Documents whose content already held (nothing written).")
+    chunks: int = Field(description="Chunks written for the new versions.")
+    replaced_chunks: int = Field(
+        description="Chunks of current versions this ingest closed (kept, and still found by as_of queries).")
+
+
+class DocumentVersion(BaseModel):
+    """One version of a document in its history."""
+
+    version: int
+    valid_from: date | None = Field(description="First day it holds (None: always).")
+    valid_to: date | None = Field(description="First day it no longer holds (None: still holds).")
+    deleted_on: date | None = Field(default=None, description="Set when a delete ended this version.")
+    content_sha256: str
+    ingested_at: str | None
+    source: str
+    chunks: int

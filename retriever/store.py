@@ -1,8 +1,11 @@
 """The fact store: documents chunked, embedded and kept in Chroma, one tenant's facts apart from another's.
 
-Writes are all-or-nothing per ``upsert`` call: every document is validated and every chunk embedded
-before Chroma is touched, and if a write fails part-way the affected documents' previous chunks
-are put back (see ``FactStore.upsert``).
+A document is a series of versions, each valid over a window of days (``retriever/versions.py``):
+a change adds a version and closes the previous one, a delete records a tombstone, and searches
+see the versions valid ``as_of`` a day. Writes are all-or-nothing per ``upsert`` call: every
+document is validated and every chunk embedded before Chroma is touched, a write failing part-way
+is rolled back, and one cut short by a killed process is finished when the store is next opened
+(``retriever/journal.py``).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -32,8 +35,20 @@ from ragtune.settings import Settings
 from retriever.embeddings import MiniLMEmbeddingFunction, embed_texts
 from retriever.journal import IngestJournal, PendingIngest
 from retriever.chunking import ChunkingConfig, chunk_document
-from retriever.models import RESERVED_METADATA_KEYS, Chunk, Document, IngestResult, Passage
+from retriever.models import RESERVED_METADATA_KEYS, Chunk, Document, DocumentVersion, IngestResult, Passage
 from retriever.rerank import rerank
+from retriever.versions import (
+    ALWAYS,
+    OPEN,
+    StoredVersion,
+    content_sha256,
+    current,
+    day,
+    from_day,
+    group_versions,
+    today,
+    windows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +57,11 @@ log = logging.getLogger(__name__)
 _COLLECTION_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
 # Tenants become part of stored record ids (see ``_record_id``), so '/' must not appear in them.
 _TENANT_RE = re.compile(r"^[A-Za-z0-9_.@:+-]{1,128}$")
-_INCLUDE_ALL = ["documents", "metadatas", "embeddings"]
 # Dense candidates fetched per requested passage for the keyword re-rank (12 for k=4 was best on
 # TimeQA's same-page paragraphs: recall@4 0.54 dense -> 0.62; BENCHMARKS.md).
 CANDIDATES_PER_RESULT = 3
+# Collections written with versions carry this marker; older ones are migrated when opened.
+LAYOUT_KEY, LAYOUT = "ragtune_layout", 2
 MIN_CANDIDATES = 10
 
 
@@ -85,8 +101,45 @@ def _doc_filter(tenant: str, doc_ids: Sequence[str]) -> dict[str, Any]:
     return {"$and": [{"tenant": tenant}, doc_clause]}
 
 
+def _valid_on(on: int) -> list[dict[str, Any]]:
+    return [{"valid_from_day": {"$lte": on}}, {"valid_to_day": {"$gt": on}}]
+
+
+def _window_fields(start: int, end: int) -> dict[str, Any]:
+    fields: dict[str, Any] = {"valid_from_day": start, "valid_to_day": end}
+    if start != ALWAYS:
+        fields["valid_from"] = date.fromordinal(start).isoformat()
+    if end != OPEN:
+        fields["valid_to"] = date.fromordinal(end).isoformat()
+    return fields
+
+
+def _with_window(v: StoredVersion, end: int) -> dict[str, dict[str, Any]]:
+    """New metadata for every chunk of ``v``: its window now ends on day ``end`` (and its tombstone)."""
+    out = {}
+    for rid, meta in zip(v.record_ids, v.metadatas):
+        new = {k: val for k, val in meta.items() if k not in ("valid_to", "valid_to_day")}
+        new.update(_window_fields(v.valid_from_day, end))
+        if v.deleted_day is not None:
+            new["deleted_day"] = v.deleted_day
+        out[rid] = new
+    return out
+
+
+def _is_unchanged(versions: list[StoredVersion], sha: str, valid_from: date | None, now_day: int) -> bool:
+    """Identical content already holds: today (no date given) or from the same date."""
+    for v in versions:
+        if v.content_sha256 != sha:
+            continue
+        if valid_from is None and v.valid_on(now_day):
+            return True
+        if valid_from is not None and v.valid_from_day == day(valid_from) and v.valid_to_day > v.valid_from_day:
+            return True
+    return False
+
+
 def _chunk_from(chunk_text: str, meta: Mapping[str, Any]) -> dict[str, Any]:
-    valid_from = meta.get("valid_from")
+    valid_from, valid_to = meta.get("valid_from"), meta.get("valid_to")
     return {
         "id": f"{meta['doc_id']}::{meta['chunk']}",
         "doc_id": meta["doc_id"],
@@ -94,6 +147,8 @@ def _chunk_from(chunk_text: str, meta: Mapping[str, Any]) -> dict[str, Any]:
         "source": meta.get("source") or meta["doc_id"],
         "text": chunk_text,
         "valid_from": date.fromisoformat(valid_from) if valid_from else None,
+        "valid_to": date.fromisoformat(valid_to) if valid_to else None,
+        "version": int(meta.get("version", 1)),
         "kind": meta.get("kind") or "fact",
         "metadata": {k: v for k, v in meta.items() if k not in RESERVED_METADATA_KEYS},
     }
@@ -155,10 +210,7 @@ class FactStore:
     def _replay(self) -> None:
         """Finish the ingests a killed process left half-written (see ``retriever/journal.py``)."""
         for op in self.journal.pending():
-            coll = self._create_collection(op.collection)
-            self._write(coll, op.ids, op.texts, op.metadatas, op.embeddings)
-            if op.stale:
-                coll.delete(ids=op.stale)
+            self._apply(self._create_collection(op.collection), op)
             self.journal.done(op)
             log.warning("finished an interrupted ingest into %r (%d chunks) left by an earlier process",
                         op.collection, len(op.ids))
@@ -190,19 +242,45 @@ class FactStore:
 
     def _get_collection(self, name: str) -> Collection | None:
         try:
-            return self.client.get_collection(name, embedding_function=self.embedding_function)
+            coll = self.client.get_collection(name, embedding_function=self.embedding_function)
         except (ChromaNotFoundError, ValueError) as exc:
             # Older servers report a missing collection as ValueError; anything else is re-raised.
             if isinstance(exc, ChromaNotFoundError) or "does not exist" in str(exc):
                 return None
             raise
+        if (coll.metadata or {}).get(LAYOUT_KEY) != LAYOUT:
+            self._migrate(coll)
+        return coll
 
     def _create_collection(self, name: str) -> Collection:
         return self.client.get_or_create_collection(
             name,
             embedding_function=self.embedding_function,
-            configuration={"hnsw": {"space": "cosine"}},
+            # chromadb 1.x names; ef_search can be changed later, the rest is fixed at creation.
+            configuration={"hnsw": {"space": self.settings.hnsw_space, "ef_search": self.settings.hnsw_ef_search,
+                                    "max_neighbors": self.settings.hnsw_max_neighbors,
+                                    "ef_construction": self.settings.hnsw_ef_construction}},
+            metadata={LAYOUT_KEY: LAYOUT},
         )
+
+    def _migrate(self, coll: Collection) -> None:
+        """A collection from before versions: every chunk becomes version 1 of its document, valid
+        from its valid_from (or always) with no end."""
+        got = coll.get(include=["metadatas", "documents"])
+        ids, metas = [], []
+        for rid, meta, text in zip(got["ids"], got["metadatas"], got["documents"]):
+            if "version" in meta:
+                continue
+            start = day(date.fromisoformat(meta["valid_from"])) if meta.get("valid_from") else ALWAYS
+            ids.append(rid)
+            metas.append({**meta, "version": 1, "content_sha256": hashlib.sha256(text.encode()).hexdigest(),
+                          **_window_fields(start, OPEN)})
+        step = max(1, self.client.get_max_batch_size())
+        for start in range(0, len(ids), step):
+            coll.update(ids=ids[start:start + step], metadatas=metas[start:start + step])
+        coll.modify(metadata={**(coll.metadata or {}), LAYOUT_KEY: LAYOUT})
+        if ids:
+            log.warning("collection %r: %d chunks from before versioned facts are now version 1", coll.name, len(ids))
 
     def collections(self) -> list[str]:
         return sorted(c.name for c in self.client.list_collections())
@@ -227,52 +305,71 @@ class FactStore:
         *,
         show_progress: bool = False,
     ) -> IngestResult:
-        """Insert or replace documents by id, all or nothing.
+        """Add a version of every changed document, all or nothing.
 
-        A document already stored (same id, same tenant) has its chunks replaced: chunks it no
-        longer has are deleted. Nothing is written unless every document is valid and every chunk
-        embedded; a write failing part-way restores the affected documents' previous chunks and
-        raises ``RagtuneError``.
+        A document whose content differs from its current version gets a new version valid from
+        its ``valid_from`` (default: today, or always for a document's first version); the version
+        it follows is closed at that date, not deleted, so ``as_of`` queries still see it. A
+        ``valid_from`` before the current version's inserts a historical version in order.
+        Identical content is a no-op (no embedding), reported as ``unchanged``. Nothing is written
+        unless every document is valid and every chunk embedded; a write failing part-way is
+        rolled back, and a process killed mid-write is finished on reopen (``retriever/journal.py``).
         """
         coll_name, tenant = self.names(collection, tenant)
         docs = _coerce_documents(documents)
         if not docs:
             raise InvalidRequestError("no documents to ingest", param="documents")
+        existing = self._get_collection(coll_name)
+        stored = self._versions(existing, tenant, [d.id for d in docs]) if existing is not None else {}
+        now_day, stamp = day(today()), datetime.now(UTC).isoformat(timespec="seconds")
 
         ids: list[str] = []
         texts: list[str] = []
         metadatas: list[dict[str, Any]] = []
+        updates: dict[str, dict[str, Any]] = {}  # record id -> its new metadata (earlier versions' windows)
+        closed = unchanged = 0
         for doc in docs:
-            pieces = chunk_document(doc.id, doc.text, self.chunking)
-            for index, (cid, text) in enumerate(pieces):
-                meta: dict[str, Any] = dict(doc.metadata)
-                meta.update(tenant=tenant, doc_id=doc.id, source=doc.resolved_source, chunk=index, kind=doc.kind)
-                if doc.valid_from is not None:
-                    meta["valid_from"] = doc.valid_from.isoformat()
-                ids.append(_record_id(tenant, cid))
+            sha = content_sha256(doc.text, doc.resolved_source, doc.kind, doc.metadata)
+            versions = stored.get(doc.id, [])
+            if _is_unchanged(versions, sha, doc.valid_from, now_day):
+                unchanged += 1
+                continue
+            number = max((v.version for v in versions), default=0) + 1
+            start = day(doc.valid_from) if doc.valid_from is not None else (now_day if versions else ALWAYS)
+            new = StoredVersion(version=number, valid_from_day=start, valid_to_day=OPEN, content_sha256=sha,
+                                ingested_at=stamp, source=doc.resolved_source)
+            ends = windows([*versions, new])
+            for v in versions:
+                if ends[v.version] != v.valid_to_day:
+                    closed += len(v.record_ids) if v.valid_to_day == OPEN else 0
+                    updates.update(_with_window(v, ends[v.version]))
+            base = {**doc.metadata, "tenant": tenant, "doc_id": doc.id, "source": doc.resolved_source,
+                    "kind": doc.kind, "version": number, "content_sha256": sha, "ingested_at": stamp,
+                    **_window_fields(start, ends[number])}
+            for index, (_, text) in enumerate(chunk_document(doc.id, doc.text, self.chunking)):
+                ids.append(_record_id(tenant, f"{doc.id}::v{number}::{index}"))
                 texts.append(text)
-                metadatas.append(meta)
+                metadatas.append({**base, "chunk": index})
+        result = IngestResult(collection=coll_name, tenant=tenant, documents=len(docs) - unchanged,
+                              unchanged=unchanged, chunks=len(ids), replaced_chunks=closed)
+        if not ids:
+            return result
         # Embedding is the slow, failure-prone step: finish it before touching the collection.
         embeddings = embed_texts(texts, show_progress=show_progress)
 
-        existing = self._get_collection(coll_name)
         created = existing is None
         coll = existing if existing is not None else self._create_collection(coll_name)
-        snapshot = self._snapshot(coll, tenant, [d.id for d in docs])
-        new_ids = set(ids)
-        stale = [i for i in snapshot["ids"] if i not in new_ids]
-
+        before = {rid: meta for vs in stored.values() for v in vs for rid, meta in zip(v.record_ids, v.metadatas)}
         # Recorded whole before the first write: a process killed mid-way is finished on reopen.
         op = PendingIngest(collection=coll_name, ids=ids, texts=texts, metadatas=metadatas,
-                           embeddings=np.asarray(embeddings, dtype=np.float32), stale=stale)
+                           embeddings=np.asarray(embeddings, dtype=np.float32), stale=[],
+                           update_ids=list(updates), update_metadatas=list(updates.values()))
         if self.journal is not None:
             self.journal.record(op)
         try:
-            self._write(coll, ids, texts, metadatas, embeddings)
-            if stale:
-                coll.delete(ids=stale)
+            self._apply(coll, op)
         except Exception as exc:
-            self._restore(coll, snapshot, ids, drop_collection=created)
+            self._roll_back(coll, ids, {rid: before[rid] for rid in updates}, drop_collection=created)
             if self.journal is not None:
                 self.journal.done(op)
             raise RagtuneError(
@@ -280,14 +377,16 @@ class FactStore:
             ) from exc
         if self.journal is not None:
             self.journal.done(op)
+        return result
 
-        return IngestResult(
-            collection=coll_name,
-            tenant=tenant,
-            documents=len(docs),
-            chunks=len(ids),
-            replaced_chunks=len(snapshot["ids"]),
-        )
+    def _apply(self, coll: Collection, op: PendingIngest) -> None:
+        """An ingest's writes; each is idempotent, so a replay after a kill finishes it exactly."""
+        self._write(coll, op.ids, op.texts, op.metadatas, op.embeddings)
+        step = max(1, self.client.get_max_batch_size())
+        for start in range(0, len(op.update_ids), step):
+            coll.update(ids=op.update_ids[start:start + step], metadatas=op.update_metadatas[start:start + step])
+        if op.stale:
+            coll.delete(ids=op.stale)
 
     def _write(
         self,
@@ -308,63 +407,99 @@ class FactStore:
                 embeddings=list(embeddings[start:end]),
             )
 
-    def _snapshot(self, coll: Collection, tenant: str, doc_ids: list[str]) -> dict[str, Any]:
-        """Everything needed to put these documents' current chunks back exactly (vectors included)."""
-        got = coll.get(where=_doc_filter(tenant, doc_ids), include=_INCLUDE_ALL)
-        embeddings = got.get("embeddings")
-        return {
-            "ids": list(got["ids"]),
-            "documents": list(got.get("documents") or []),
-            "metadatas": [dict(m) for m in (got.get("metadatas") or [])],
-            "embeddings": [np.asarray(e, dtype=np.float32) for e in embeddings] if embeddings is not None else [],
-        }
-
-    def _restore(self, coll: Collection, snapshot: dict[str, Any], written_ids: list[str], *, drop_collection: bool) -> None:
+    def _roll_back(self, coll: Collection, added: list[str], old_metadata: dict[str, dict[str, Any]], *,
+                   drop_collection: bool) -> None:
         try:
             if drop_collection:
                 self.client.delete_collection(coll.name)
                 return
-            before = set(snapshot["ids"])
-            added = [i for i in written_ids if i not in before]
             if added:
                 coll.delete(ids=added)
-            if snapshot["ids"]:
-                self._write(coll, snapshot["ids"], snapshot["documents"], snapshot["metadatas"], snapshot["embeddings"])
+            if old_metadata:
+                coll.update(ids=list(old_metadata), metadatas=list(old_metadata.values()))
         except Exception:  # pragma: no cover - the store itself is failing; say so loudly
             log.exception("rollback of collection %r failed; it may hold a partial ingest", coll.name)
 
-    def delete_document(self, doc_id: str, collection: str | None = None, tenant: str | None = None) -> int:
-        """Delete every chunk of ``doc_id`` for ``tenant``; returns how many. NotFoundError if absent."""
+    def _versions(self, coll: Collection, tenant: str, doc_ids: Sequence[str]) -> dict[str, list[StoredVersion]]:
+        got = coll.get(where=_doc_filter(tenant, list(doc_ids)), include=["metadatas"])
+        by_doc: dict[str, tuple[list, list]] = {}
+        for rid, meta in zip(got["ids"], got["metadatas"]):
+            ids, metas = by_doc.setdefault(meta["doc_id"], ([], []))
+            ids.append(rid)
+            metas.append(dict(meta))
+        return {d: group_versions(ids, metas) for d, (ids, metas) in by_doc.items()}
+
+    def _document_versions(self, doc_id: str, collection: str | None, tenant: str | None):
         coll_name, tenant = self.names(collection, tenant)
         coll = self._get_collection(coll_name)
-        found = coll.get(where=_doc_filter(tenant, [doc_id]), include=[])["ids"] if coll is not None else []
-        if not found:
-            raise NotFoundError(
-                f"document {doc_id!r} not found in collection {coll_name!r} for tenant {tenant!r}",
-                param="id",
-                code="document_not_found",
-            )
-        coll.delete(ids=list(found))
-        return len(found)
+        versions = self._versions(coll, tenant, [doc_id]).get(doc_id, []) if coll is not None else []
+        if not versions:
+            raise NotFoundError(f"document {doc_id!r} not found in collection {coll_name!r} for tenant {tenant!r}",
+                                param="id", code="document_not_found")
+        return coll, versions
+
+    def delete_document(self, doc_id: str, collection: str | None = None, tenant: str | None = None, *,
+                        purge: bool = False) -> int:
+        """Delete ``doc_id`` for ``tenant`` from today on; returns the chunks affected.
+
+        The deletion is recorded (a tombstone on the current version, which closes today), so a
+        query ``as_of`` an earlier date still finds the document. ``purge`` removes every version
+        outright (data-removal requests). NotFoundError if the document is absent or already deleted.
+        """
+        coll, versions = self._document_versions(doc_id, collection, tenant)
+        if purge:
+            ids = [rid for v in versions for rid in v.record_ids]
+            coll.delete(ids=ids)
+            return len(ids)
+        now_day = day(today())
+        live = current(versions, now_day)
+        if live is None:
+            raise NotFoundError(f"document {doc_id!r} has no current version (deleted already?); "
+                                "its history is still kept (purge=true removes it)", param="id",
+                                code="document_not_found")
+        live.deleted_day = now_day
+        ends = windows(versions)
+        updates = {}
+        for v in versions:
+            if ends[v.version] != v.valid_to_day or v is live:
+                updates.update(_with_window(v, ends[v.version]))
+        coll.update(ids=list(updates), metadatas=list(updates.values()))
+        return len(live.record_ids)
 
     # -- reads -------------------------------------------------------------------------------
 
-    def get_document(self, doc_id: str, collection: str | None = None, tenant: str | None = None) -> list[Chunk] | None:
-        """The stored chunks of ``doc_id`` in order, or None if the tenant has no such document."""
+    def get_document(self, doc_id: str, collection: str | None = None, tenant: str | None = None, *,
+                     as_of: date | None = None) -> list[Chunk] | None:
+        """The chunks of the version of ``doc_id`` valid ``as_of`` (default today), in order; None if
+        the tenant has no such document or none of its versions was valid then."""
         coll_name, tenant = self.names(collection, tenant)
         coll = self._get_collection(coll_name)
         if coll is None:
             return None
-        got = coll.get(where=_doc_filter(tenant, [doc_id]), include=["documents", "metadatas"])
+        on = day(as_of or today())
+        where = {"$and": [{"tenant": tenant}, {"doc_id": doc_id}, *_valid_on(on)]}
+        got = coll.get(where=where, include=["documents", "metadatas"])
         if not got["ids"]:
             return None
         chunks = [Chunk(**_chunk_from(text, meta)) for text, meta in zip(got["documents"], got["metadatas"])]
         return sorted(chunks, key=lambda c: c.chunk)
 
+    def history(self, doc_id: str, collection: str | None = None, tenant: str | None = None) -> list[DocumentVersion]:
+        """Every version of ``doc_id`` with its validity window, oldest first. NotFoundError if none."""
+        _, versions = self._document_versions(doc_id, collection, tenant)
+        return [
+            DocumentVersion(version=v.version, valid_from=from_day(v.valid_from_day), valid_to=from_day(v.valid_to_day),
+                            deleted_on=from_day(v.deleted_day) if v.deleted_day is not None else None,
+                            content_sha256=v.content_sha256, ingested_at=v.ingested_at or None, source=v.source,
+                            chunks=len(v.record_ids))
+            for v in sorted(versions, key=lambda v: (v.valid_from_day, v.version))
+        ]
+
     def search(
-        self, query: str, k: int | None = None, collection: str | None = None, tenant: str | None = None
+        self, query: str, k: int | None = None, collection: str | None = None, tenant: str | None = None, *,
+        as_of: date | None = None,
     ) -> list[Passage]:
-        """The ``k`` chunks of ``tenant`` that best match ``query``, best first.
+        """The ``k`` chunks of ``tenant`` valid ``as_of`` (default today) that best match ``query``, best first.
 
         Dense search over the embeddings, then a keyword (BM25) re-rank of the candidates weighted by
         ``settings.keyword_weight`` (0 = dense order). ``Passage.score`` is the cosine similarity.
@@ -389,7 +524,7 @@ class FactStore:
         res = coll.query(
             query_embeddings=[vector],
             n_results=fetch,
-            where={"tenant": tenant},
+            where={"$and": [{"tenant": tenant}, *_valid_on(day(as_of or today()))]},
             include=["documents", "metadatas", "distances"],
         )
         texts, metas = res["documents"][0], res["metadatas"][0]

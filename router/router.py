@@ -147,7 +147,7 @@ class Router:
                 raise PermissionDeniedError(f"Route '{query.model}' serves tenant '{spec.tenant}' only.", param="tenant",
                                             code="tenant_forbidden")
             update["tenant"] = spec.tenant
-        for field in ("collection", "tenant", "top_k"):
+        for field in ("collection", "tenant", "top_k", "as_of"):
             if getattr(query, field) is None and getattr(spec, field) is not None:
                 update[field] = getattr(spec, field)
         if spec.system_prompt and not any(m.role == "system" for m in query.messages):
@@ -257,6 +257,7 @@ class Router:
             k=query.top_k or self.settings.top_k,
             collection=query.collection,
             tenant=query.tenant,
+            as_of=query.as_of,
         )
 
 
@@ -269,7 +270,8 @@ async def _chain(first: list, rest: AsyncIterator) -> AsyncIterator:
 
 def _citations(passages) -> list[Citation]:
     return [
-        Citation(index=i, id=p.doc_id, chunk_id=p.id, source=p.source, score=p.score, text=p.text, kind=p.kind)
+        Citation(index=i, id=p.doc_id, chunk_id=p.id, source=p.source, score=p.score, text=p.text, kind=p.kind,
+                 version=p.version, valid_from=p.valid_from, valid_to=p.valid_to)
         for i, p in enumerate(passages, start=1)
     ]
 

@@ -14,6 +14,7 @@ from every adapter name and from ``base``. Fields given in a request override th
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -65,6 +66,7 @@ class RouteSpec(BaseModel):
     pin_tenant: bool = Field(
         default=False, description="Requests cannot override `tenant`: one naming another tenant is refused (403).")
     top_k: int | None = Field(default=None, ge=1, le=50, description="Passages to retrieve.")
+    as_of: date | None = Field(default=None, description="Answer from the facts valid on this day (default: today).")
     system_prompt: str | None = Field(default=None, description="System message when the request has none.")
     response_format: RouteResponseFormat | None = Field(default=None, description="Default output constraint.")
     description: str | None = Field(default=None, description="Free text, for people.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -35,6 +36,7 @@ class ChatQuery(BaseModel):
     )
     collection: str | None = None
     tenant: str | None = None
+    as_of: date | None = Field(default=None, description="Retrieve the facts valid on this day (default: today).")
     top_k: int | None = Field(default=None, ge=1, le=50)
     max_tokens: int | None = Field(default=None, ge=1, le=4096)
     min_tokens: int = Field(default=0, ge=0, le=4096, description="Fewest tokens to generate (EOS and stops wait).")
@@ -75,6 +77,9 @@ class Citation(BaseModel):
     score: float
     text: str
     kind: Literal["fact", "example"] = Field(default="fact", description="'example' passages are not sources.")
+    version: int = Field(default=1, description="The document's version the passage comes from.")
+    valid_from: date | None = Field(default=None, description="First day that version holds (None: always).")
+    valid_to: date | None = Field(default=None, description="First day it no longer holds (None: still holds).")
 
 
 class Route(BaseModel):

@@ -60,6 +60,7 @@ def to_query(body: ChatCompletionRequest) -> ChatQuery:
         reader=body.reader,
         collection=body.collection,
         tenant=body.tenant,
+        as_of=body.as_of,
         top_k=body.top_k,
         max_tokens=body.max_completion_tokens or body.max_tokens,
         min_tokens=body.min_tokens,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import date
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -94,6 +95,7 @@ class ChatCompletionRequest(BaseModel):
     )
     collection: str | None = None
     tenant: str | None = None
+    as_of: date | None = Field(default=None, description="Retrieve the facts valid on this day, ISO date (default: today).")
     top_k: int | None = Field(default=None, ge=1, le=50)
 
 

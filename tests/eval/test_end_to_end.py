@@ -68,16 +68,27 @@ def test_changing_facts_protocol_tiny(tmp_path, settings, vllm_backend):
     assert suite.n_items == 4 and training.origin == "trained-now" and training.device == "cpu"
     assert suite.ingest.documents == 4 and suite.ingest.updated_documents == 4
     arms = {a.arm: a for a in suite.arms}
-    # after the update, the store holds v2 only: every rag citation text is a v2 document
-    from retriever.store import FactStore
+    # after the update, v2 holds from its valid_from and v1 before it: the store kept both
+    from datetime import date
+
     from ragtune.settings import Settings
+    from retriever.store import FactStore
 
     store = FactStore(Settings(**{**settings.model_dump(), "chroma_path": run_dir / "chroma"}))
     for r in rows:
-        text = " ".join(c.text for c in store.get_document(r["id"], collection="eval-tiny-changing"))
-        assert r["v2"] in text and r["v1"] not in text
+        now = " ".join(c.text for c in store.get_document(r["id"], collection="eval-tiny-changing"))
+        then = " ".join(c.text for c in store.get_document(r["id"], collection="eval-tiny-changing",
+                                                            as_of=date(2026, 1, 1)))
+        assert r["v2"] in now and r["v1"] not in now and r["v1"] in then
+        history = store.history(r["id"], collection="eval-tiny-changing")
+        assert [(v.valid_from, v.valid_to) for v in history] == [(date(2025, 1, 1), date(2026, 6, 1)),
+                                                                 (date(2026, 6, 1), None)]
     for arm in arms.values():
         assert set(arm.metrics) == {"current", "stale"}
+    # the as_of probe: rag asked as of a day when v1 held
+    assert suite.as_of is not None and suite.as_of.as_of == date(2026, 1, 1)
+    assert set(suite.as_of.rag_as_of) == {"current", "stale"} and suite.as_of.ft_today is not None
+    assert "As of a past date" in (run_dir / "report.html").read_text()
     assert suite.decision.expected == "rag" and suite.decision.primary_metric == "current"
     # a second run reuses the cached adapter instead of training again
     again, _ = _run(tmp_path, settings, vllm_backend, [str(suite_file)], 1, run_id="t2")

@@ -1,6 +1,6 @@
 """FactStore against the real embedding model and a real Chroma PersistentClient in tmp_path."""
 
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 from chromadb.api.models.Collection import Collection
@@ -46,7 +46,7 @@ def test_ingest_then_search_finds_the_fact(store):
     assert (top.doc_id, top.source) == ("vacation.md", "vacation.md")  # source defaults to the id
 
 
-def test_reingest_replaces_chunks_and_shrinks(store):
+def test_reingest_adds_a_version_and_the_old_one_stays_for_as_of(store):
     long_text = " ".join(f"The marmot census counted {n} marmots in valley {n}." for n in range(6))
     first = store.upsert([Document(id="census", text=long_text), CORPUS[1]])
     old_chunks = store.get_document("census")
@@ -54,8 +54,11 @@ def test_reingest_replaces_chunks_and_shrinks(store):
 
     second = store.upsert([Document(id="census", text="The marmot census was cancelled this year.")])
     assert (second.documents, second.chunks, second.replaced_chunks) == (1, 1, len(old_chunks))
-    assert [c.id for c in store.get_document("census")] == ["census::0"]
-    assert store.count() == first.chunks - len(old_chunks) + 1  # the other document is untouched
+    current = store.get_document("census")
+    assert [c.id for c in current] == ["census::0"] and current[0].version == 2
+    assert store.count() == first.chunks + 1  # the old version is kept, closed today
+    yesterday = date.today() - timedelta(days=1)
+    assert [c.version for c in store.get_document("census", as_of=yesterday)] == [1] * len(old_chunks)
     texts = [p.text for p in store.search("how many marmots were counted", k=5)]
     assert "The marmot census was cancelled this year." in texts
     assert not any("counted" in t for t in texts)
@@ -112,7 +115,7 @@ def test_write_failing_part_way_is_rolled_back(store, dump, monkeypatch):
     ]
     with pytest.raises(RagtuneError, match="failed and was rolled back: disk full"):
         store.upsert(changed)
-    assert calls["n"] >= 3  # the partial write happened, then the restore wrote again
+    assert calls["n"] == 2  # the partial write happened (the rollback deletes and updates, no upsert)
     monkeypatch.setattr(Collection, "upsert", real_upsert)
 
     assert dump(store) == before
@@ -152,6 +155,9 @@ def test_get_and_delete_document(store):
     assert store.delete_document("bakery.md") == len(chunks)
     assert store.get_document("bakery.md") is None
     assert all(p.doc_id != "bakery.md" for p in store.search("sourdough bread", k=5))
+    with pytest.raises(NotFoundError, match="document 'bakery.md' has no current version"):
+        store.delete_document("bakery.md")
+    assert store.delete_document("bakery.md", purge=True) == len(chunks)
     with pytest.raises(NotFoundError, match="document 'bakery.md' not found in collection 'default' for tenant"):
         store.delete_document("bakery.md")
 

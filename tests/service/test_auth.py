@@ -82,7 +82,8 @@ def _openai_error(r, status: int, code: str | None = None) -> dict:
 
 
 ENDPOINTS = [("POST", "/v1/chat/completions"), ("GET", "/v1/models"), ("POST", "/v1/documents"),
-             ("GET", "/v1/documents/x"), ("DELETE", "/v1/documents/x"), ("GET", "/v1/adapters"),
+             ("GET", "/v1/documents/x"), ("DELETE", "/v1/documents/x"), ("GET", "/v1/documents/x/history"),
+             ("GET", "/v1/adapters"),
              ("POST", "/v1/adapters"), ("DELETE", "/v1/adapters/x"), ("GET", "/metrics")]
 
 
@@ -152,10 +153,11 @@ def test_document_ids_of_another_tenant_are_not_found_and_cannot_be_deleted(auth
     # Another tenant's id reads exactly like an id that exists nowhere.
     for path in ("/v1/documents/globex-doc", "/v1/documents/no-such-doc"):
         _openai_error(httpx.get(f"{auth_server}{path}", headers=acme_admin), 404, "document_not_found")
+        _openai_error(httpx.get(f"{auth_server}{path}/history", headers=acme_admin), 404, "document_not_found")
         _openai_error(httpx.delete(f"{auth_server}{path}", headers=acme_admin), 404, "document_not_found")
     # A tenant query parameter naming another tenant is refused.
-    for method in ("GET", "DELETE"):
-        r = httpx.request(method, f"{auth_server}/v1/documents/globex-doc", params={"tenant": "globex"},
+    for method, suffix in (("GET", ""), ("DELETE", ""), ("GET", "/history")):
+        r = httpx.request(method, f"{auth_server}/v1/documents/globex-doc{suffix}", params={"tenant": "globex"},
                           headers=acme_admin)
         _openai_error(r, 403, "tenant_forbidden")
     # An ingest naming another tenant is refused and writes nothing.

@@ -168,7 +168,8 @@ def test_request_timeout_is_504_and_aborts(live_router, service_settings, vllm_b
 
 @pytest.mark.parametrize(("change", "status", "needle", "param"), [
     ({"temperature_x": 1}, 400, "Unrecognized request argument supplied: temperature_x", "temperature_x"),
-    ({"as_of": "2024-01-01"}, 400, "Unrecognized request argument supplied: as_of", "as_of"),
+    ({"logit_bias": {"1": 2}}, 400, "Unrecognized request argument supplied: logit_bias", "logit_bias"),
+    ({"as_of": "not-a-date"}, 400, "as_of", "as_of"),
     ({"messages": [{"role": "user", "content": "x"}] * 300}, 400, "more than the limit of 256", "messages"),
     ({"messages": [{"role": "user", "content": "x" * 100_001}]}, 400, "characters in all", "messages"),
     ({"stop": ["a", "b", "c", "d", "e"]}, 400, "5 stop strings", "stop"),
