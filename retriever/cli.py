@@ -28,22 +28,31 @@ def _date(value: str | None, option: str) -> date | None:
 
 
 def ingest(
-    path: Annotated[Path, typer.Argument(help="A .txt/.md/.jsonl file, or a folder of them (recursive).")],
+    path: Annotated[Path, typer.Argument(help="A .txt/.md/.html/.pdf/.jsonl file, or a folder of them (recursive).")],
     collection: CollectionOpt = None,
     tenant: TenantOpt = None,
     valid_from: Annotated[str | None, typer.Option(
         "--valid-from", help="Day (YYYY-MM-DD) these versions hold from, for documents that name none.")] = None,
 ) -> None:
     """Chunk, embed and add documents to the fact store. A changed document gets a new version (the
-    old one is kept for --as-of queries); identical content is skipped without embedding."""
+    old one is kept for --as-of queries); identical content is skipped without embedding. A file
+    that cannot be read is reported and the others are ingested (exit code 1 if any failed)."""
     # Heavy imports (torch, chromadb) only when the command runs, so `ragtune --help` stays fast.
+    from ragtune.errors import InvalidRequestError
     from ragtune.settings import Settings
-    from retriever.loaders import load_path
+    from retriever.loaders import SUPPORTED_SUFFIXES, load_report
     from retriever.store import FactStore
 
     settings = Settings()
     start = _date(valid_from, "--valid-from")
-    docs = load_path(path)
+    report = load_report(path)
+    _print_failures(report.failures)
+    docs = report.documents
+    if not docs:
+        if report.failures:
+            raise typer.Exit(1)
+        raise InvalidRequestError(f"{path}: no supported files found ({', '.join(sorted(SUPPORTED_SUFFIXES))})",
+                                  param="path")
     if start is not None:
         docs = [d if d.valid_from is not None else d.model_copy(update={"valid_from": start}) for d in docs]
     with console.status(f"loading the embedding model and ingesting {len(docs)} document(s)..."):
@@ -58,6 +67,21 @@ def ingest(
     table.add_row("collection", result.collection)
     table.add_row("tenant", result.tenant)
     table.add_row("store", settings.chroma_url or str(settings.resolved_chroma_path))
+    if report.failures:
+        table.add_row("files failed", f"[red]{len(report.failures)}[/red] (listed above; the rest were ingested)")
+    console.print(table)
+    if report.failures:
+        raise typer.Exit(1)
+
+
+def _print_failures(failures: list[tuple[str, str]]) -> None:
+    if not failures:
+        return
+    table = Table(title=f"{len(failures)} file(s) not ingested", title_style="red")
+    table.add_column("file")
+    table.add_column("why", overflow="fold")
+    for file, why in failures:
+        table.add_row(file, why)
     console.print(table)
 
 

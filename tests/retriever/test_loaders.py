@@ -74,9 +74,58 @@ def test_empty_file_is_an_error(tmp_path, name):
 def test_missing_path_and_single_unsupported_file(tmp_path):
     with pytest.raises(InvalidRequestError, match="no such file or directory"):
         load_path(tmp_path / "nope")
-    pdf = tmp_path / "doc.pdf"
-    pdf.write_bytes(b"%PDF")
-    with pytest.raises(InvalidRequestError, match=r"doc\.pdf: unsupported file type '\.pdf'"):
-        load_path(pdf)
+    sheet = tmp_path / "doc.xlsx"
+    sheet.write_bytes(b"PK")
+    with pytest.raises(InvalidRequestError, match=r"doc\.xlsx: unsupported file type '\.xlsx'"):
+        load_path(sheet)
     with pytest.raises(InvalidRequestError, match="no supported files"):
         load_path(tmp_path)
+    broken = tmp_path / "doc.pdf"
+    broken.write_bytes(b"%PDF")
+    with pytest.raises(InvalidRequestError, match=r"doc\.pdf: not a readable PDF"):
+        load_path(broken)
+
+
+def test_html_and_pdf_files_become_their_visible_text(tmp_path):
+    (tmp_path / "page.html").write_text(
+        "<html><head><title>t</title><style>p{}</style></head><body><h1>Ferries</h1>"
+        "<p>The ferry leaves from <b>pier 7</b>.</p><script>var x = 'hidden';</script></body></html>")
+    _write_pdf(tmp_path / "memo.pdf", "The memo says the vault opens at nine.")
+    docs = {d.id: d for d in load_path(tmp_path)}
+    assert docs["page.html"].text == "Ferries\nThe ferry leaves from pier 7."
+    assert "vault opens at nine" in docs["memo.pdf"].text
+
+
+def test_a_folder_report_keeps_the_good_files_and_names_each_bad_one(tmp_path):
+    from retriever.loaders import load_report
+
+    (tmp_path / "good.md").write_text("A good fact.")
+    (tmp_path / "empty.txt").write_text("  ")
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 not really")
+    (tmp_path / "bad.jsonl").write_text('{"id": "x", "text": "ok"}\n{not json}\n')
+    (tmp_path / "notes.xyz").write_text("skipped")
+    report = load_report(tmp_path)
+    assert [d.id for d in report.documents] == ["good.md"]
+    reasons = dict(report.failures)
+    assert set(reasons) == {"empty.txt", "broken.pdf", "bad.jsonl"}
+    assert "empty" in reasons["empty.txt"] and "PDF" in reasons["broken.pdf"] and "line 2" in reasons["bad.jsonl"]
+    assert report.skipped == ["notes.xyz"]
+
+
+def _write_pdf(path, text: str) -> None:
+    """A one-page PDF with a real text layer, written by hand (no PDF writer needed)."""
+    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 5 0 R >> >> "
+               b"/Contents 4 0 R >>",
+               b"<< /Length " + str(len(stream)).encode() + b" >>\nstream\n" + stream + b"\nendstream",
+               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for i, obj in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += f"{i} 0 obj\n".encode() + obj + b"\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    path.write_bytes(bytes(out))
