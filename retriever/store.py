@@ -34,6 +34,7 @@ from ragtune.settings import Settings
 # when a persisted collection is reopened ("Embedding function ... not found" otherwise).
 from retriever.embeddings import MiniLMEmbeddingFunction, embed_texts
 from retriever.journal import IngestJournal, PendingIngest
+from retriever.query_batch import QueryBatcher
 from retriever.chunking import ChunkingConfig, chunk_document
 from retriever.models import RESERVED_METADATA_KEYS, Chunk, Document, DocumentVersion, IngestResult, Passage
 from retriever.rerank import rerank
@@ -194,9 +195,11 @@ class FactStore:
         self.settings = settings or Settings()
         self.chunking = ChunkingConfig(chunk_words=self.settings.chunk_words, chunk_overlap=self.settings.chunk_overlap)
         self.embedding_function = MiniLMEmbeddingFunction()
+        self._embed_query = QueryBatcher(lambda texts: embed_texts(list(texts)))  # concurrent searches: one call
         # A client handed in (tests, embedding) is the caller's to keep consistent: no journal.
         self.journal = None if client is not None else IngestJournal(self._journal_folder())
         self.client = client or self._connect()
+        self._handles: dict[str, Collection] = {}
         if self.journal is not None:
             self._replay()
 
@@ -241,6 +244,9 @@ class FactStore:
         )
 
     def _get_collection(self, name: str) -> Collection | None:
+        # Cached handles: a search is then one round trip to a Chroma server, not two.
+        if name in self._handles:
+            return self._handles[name]
         try:
             coll = self.client.get_collection(name, embedding_function=self.embedding_function)
         except (ChromaNotFoundError, ValueError) as exc:
@@ -250,9 +256,11 @@ class FactStore:
             raise
         if (coll.metadata or {}).get(LAYOUT_KEY) != LAYOUT:
             self._migrate(coll)
+        self._handles[name] = coll
         return coll
 
     def _create_collection(self, name: str) -> Collection:
+        self._handles.pop(name, None)
         return self.client.get_or_create_collection(
             name,
             embedding_function=self.embedding_function,
@@ -411,6 +419,7 @@ class FactStore:
                    drop_collection: bool) -> None:
         try:
             if drop_collection:
+                self._handles.pop(coll.name, None)
                 self.client.delete_collection(coll.name)
                 return
             if added:
@@ -517,7 +526,7 @@ class FactStore:
                 param="collection",
                 code="collection_not_found",
             )
-        vector = embed_texts([query])[0]
+        vector = self._embed_query(query)
         weight = self.settings.keyword_weight
         # Over-fetch for the keyword re-rank (retriever.rerank); dense-only asks for k exactly.
         fetch = min(max(k * CANDIDATES_PER_RESULT, MIN_CANDIDATES), 100) if weight > 0 else k
