@@ -64,6 +64,8 @@ CANDIDATES_PER_RESULT = 3
 # Collections written with versions carry this marker; older ones are migrated when opened.
 LAYOUT_KEY, LAYOUT = "ragtune_layout", 2
 MIN_CANDIDATES = 10
+# Unfiltered neighbours asked of the HNSW index per wanted chunk, filtered by tenant and day here.
+OVERFETCH = 4
 
 
 def validate_collection_name(name: str) -> str:
@@ -477,6 +479,27 @@ class FactStore:
 
     # -- reads -------------------------------------------------------------------------------
 
+    def _nearest(self, coll: Collection, vector, n: int, tenant: str, on: int) -> tuple[list, list, list]:
+        """The ``n`` nearest chunks of ``tenant`` valid on day ``on``: (texts, metadatas, distances).
+
+        Chroma answers a query with a metadata filter by scanning every record that matches it
+        (100k chunks: ~300 ms), and one without by its HNSW index (~2 ms; BENCHMARKS.md). So the
+        index is asked for ``OVERFETCH`` times more neighbours, unfiltered, and they are filtered
+        here; only when too few of them belong to this tenant and day does the filtered scan run.
+        Both give the same chunks: the first ``n`` valid ones in distance order.
+        """
+        include = ["documents", "metadatas", "distances"]
+        res = coll.query(query_embeddings=[vector], n_results=n * OVERFETCH, include=include)
+        keep = [i for i, m in enumerate(res["metadatas"][0])
+                if m.get("tenant") == tenant and m.get("valid_from_day", ALWAYS) <= on < m.get("valid_to_day", OPEN)]
+        if len(keep) >= n or len(res["ids"][0]) < n * OVERFETCH:  # enough, or that was every record
+            keep = keep[:n]
+            return ([res["documents"][0][i] for i in keep], [res["metadatas"][0][i] for i in keep],
+                    [res["distances"][0][i] for i in keep])
+        res = coll.query(query_embeddings=[vector], n_results=n, include=include,
+                         where={"$and": [{"tenant": tenant}, *_valid_on(on)]})
+        return res["documents"][0], res["metadatas"][0], res["distances"][0]
+
     def get_document(self, doc_id: str, collection: str | None = None, tenant: str | None = None, *,
                      as_of: date | None = None) -> list[Chunk] | None:
         """The chunks of the version of ``doc_id`` valid ``as_of`` (default today), in order; None if
@@ -530,14 +553,8 @@ class FactStore:
         weight = self.settings.keyword_weight
         # Over-fetch for the keyword re-rank (retriever.rerank); dense-only asks for k exactly.
         fetch = min(max(k * CANDIDATES_PER_RESULT, MIN_CANDIDATES), 100) if weight > 0 else k
-        res = coll.query(
-            query_embeddings=[vector],
-            n_results=fetch,
-            where={"$and": [{"tenant": tenant}, *_valid_on(day(as_of or today()))]},
-            include=["documents", "metadatas", "distances"],
-        )
-        texts, metas = res["documents"][0], res["metadatas"][0]
-        dense = [1.0 - float(d) for d in res["distances"][0]]
+        texts, metas, distances = self._nearest(coll, vector, fetch, tenant, day(as_of or today()))
+        dense = [1.0 - float(d) for d in distances]
         return [
             Passage(**_chunk_from(texts[i], metas[i]), score=dense[i], keyword_score=kw)
             for i, kw in rerank(query, texts, dense, weight)[:k]

@@ -186,3 +186,14 @@ def test_example_passages_keep_their_kind_and_keyword_rank_finds_the_year(store)
     assert next(p for p in store.search("a pub", k=5) if p.doc_id == "shot").kind == "example"
     # four near-identical paragraphs: the dense score barely separates them, the year does
     assert store.search("Where did she work as a researcher in 2004?", k=1)[0].doc_id == "career-2004"
+
+
+def test_a_rare_tenant_is_found_past_the_other_tenants_neighbours(store):
+    # The index is asked for unfiltered neighbours first; when none are this tenant's, the filtered
+    # search must still find its documents.
+    store.upsert([Document(id=f"g{i}", text=f"Globex refund policy, clause {i}: refunds take {i} days.")
+                  for i in range(60)], tenant="globex")
+    store.upsert([Document(id="a", text="Acme's cafeteria serves soup on Tuesdays.")], tenant="acme")
+    found = store.search("how long do refunds take", k=2, tenant="acme")
+    assert [p.doc_id for p in found] == ["a"]
+    assert all(p.doc_id.startswith("g") for p in store.search("how long do refunds take", k=3, tenant="globex"))
