@@ -357,9 +357,14 @@ class FactStore:
                     "kind": doc.kind, "version": number, "content_sha256": sha, "ingested_at": stamp,
                     **_window_fields(start, ends[number])}
             for index, (_, text) in enumerate(chunk_document(doc.id, doc.text, self.chunking)):
-                ids.append(_record_id(tenant, f"{doc.id}::v{number}::{index}"))
+                rid = _record_id(tenant, f"{doc.id}::v{number}::{index}")
+                visible = {**base, "chunk": index}
+                ids.append(rid)
                 texts.append(text)
-                metadatas.append({**base, "chunk": index})
+                # Written invisible (an empty window), opened by the same update that closes the
+                # old version: a query sees the old version or the new one, never half or both.
+                metadatas.append({**{k: v for k, v in visible.items() if k != "valid_to"}, "valid_to_day": start})
+                updates[rid] = visible
         result = IngestResult(collection=coll_name, tenant=tenant, documents=len(docs) - unchanged,
                               unchanged=unchanged, chunks=len(ids), replaced_chunks=closed)
         if not ids:
@@ -379,7 +384,8 @@ class FactStore:
         try:
             self._apply(coll, op)
         except Exception as exc:
-            self._roll_back(coll, ids, {rid: before[rid] for rid in updates}, drop_collection=created)
+            old_metadata = {rid: before[rid] for rid in updates if rid in before}
+            self._roll_back(coll, ids, old_metadata, drop_collection=created)
             if self.journal is not None:
                 self.journal.done(op)
             raise RagtuneError(
@@ -390,7 +396,8 @@ class FactStore:
         return result
 
     def _apply(self, coll: Collection, op: PendingIngest) -> None:
-        """An ingest's writes; each is idempotent, so a replay after a kill finishes it exactly."""
+        """An ingest's writes, each idempotent, so a replay after a kill finishes it exactly: the new
+        chunks (invisible), then one metadata update that closes old windows and opens the new."""
         self._write(coll, op.ids, op.texts, op.metadatas, op.embeddings)
         step = max(1, self.client.get_max_batch_size())
         for start in range(0, len(op.update_ids), step):

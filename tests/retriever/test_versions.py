@@ -99,3 +99,20 @@ def test_a_collection_from_before_versions_is_migrated_in_place(store):
 
 def _top_in(store, collection: str) -> str:
     return store.search(Q, k=1, collection=collection)[0].text
+
+
+def test_mid_write_a_query_sees_the_old_version_or_the_new_never_both(store, monkeypatch):
+    from chromadb.api.models.Collection import Collection
+
+    store.upsert([Document(id="ceo", text=V1, valid_from="2025-01-01")], collection="facts")
+    seen = []
+    real_update = Collection.update
+
+    def look_then_update(self, *args, **kwargs):  # the moment between writing the chunks and opening them
+        seen.append([p.text for p in store.search(Q, k=5, collection="facts")])
+        return real_update(self, *args, **kwargs)
+
+    monkeypatch.setattr(Collection, "update", look_then_update)
+    store.upsert([Document(id="ceo", text=V2, valid_from="2026-06-01")], collection="facts")
+    assert seen == [[V1]]  # the new chunks were there, invisible; the old version still answered
+    assert [p.text for p in store.search(Q, k=5, collection="facts")] == [V2]
