@@ -47,6 +47,7 @@ from retriever.versions import (
     day,
     from_day,
     group_versions,
+    holds_on,
     today,
     windows,
 )
@@ -498,7 +499,7 @@ class FactStore:
         include = ["documents", "metadatas", "distances"]
         res = coll.query(query_embeddings=[vector], n_results=n * OVERFETCH, include=include)
         keep = [i for i, m in enumerate(res["metadatas"][0])
-                if m.get("tenant") == tenant and m.get("valid_from_day", ALWAYS) <= on < m.get("valid_to_day", OPEN)]
+                if m.get("tenant") == tenant and holds_on(m, on)]
         if len(keep) >= n or len(res["ids"][0]) < n * OVERFETCH:  # enough, or that was every record
             keep = keep[:n]
             return ([res["documents"][0][i] for i in keep], [res["metadatas"][0][i] for i in keep],

@@ -85,6 +85,11 @@ def windows(versions: list[StoredVersion]) -> dict[int, int]:
     return ends
 
 
+def holds_on(meta: dict[str, Any], d: int) -> bool:
+    """A stored chunk's window ``[valid_from_day, valid_to_day)`` contains day ``d``."""
+    return int(meta.get("valid_from_day", ALWAYS)) <= d < int(meta.get("valid_to_day", OPEN))
+
+
 def current(versions: list[StoredVersion], on: int) -> StoredVersion | None:
     """The version valid on day ``on``, if any."""
     return next((v for v in versions if v.valid_on(on)), None)

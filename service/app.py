@@ -13,7 +13,7 @@ from ragtune import __version__
 from ragtune.settings import Settings
 from router.router import Router
 from service import adapters, chat, documents, models
-from service.auth import AdminCaller, describe
+from service.auth import AdminCaller
 from service.errors import install_error_handlers
 from service.limits import BodySizeLimit
 from service.protocol import ERROR_RESPONSES, error_json
@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None, router: Router | None = None) -
     """Build the app. Given a router (tests, embedding), it is used as is; else one is started
     in the background at start-up from ``settings``."""
     state = ServiceState(settings or Settings(), router)
-    log.info(describe(state.keys))
+    log.info(state.keys.describe())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

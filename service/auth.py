@@ -99,6 +99,13 @@ class KeyRing:
     def enabled(self) -> bool:
         return bool(self._entries)
 
+    def describe(self) -> str:
+        """One log line about the auth mode (no secrets)."""
+        if not self.enabled:
+            return "auth off: RAGTUNE_API_KEYS is unset, every caller is an admin"
+        roles = [c.role for _, c in self._entries]
+        return f"auth on: {roles.count('admin')} admin and {roles.count('query')} query key(s)"
+
     def identify(self, authorization: str | None) -> Caller:
         if not self.enabled:
             return OPEN
@@ -164,12 +171,3 @@ def _admin_caller(request: Request) -> Caller:
 
 QueryCaller = Annotated[Caller, Depends(_query_caller)]
 AdminCaller = Annotated[Caller, Depends(_admin_caller)]
-
-
-def describe(keys: KeyRing) -> str:
-    """One log line about the auth mode (no secrets)."""
-    if not keys.enabled:
-        return "auth off: RAGTUNE_API_KEYS is unset, every caller is an admin"
-    roles = [c.role for _, c in keys._entries]
-    return f"auth on: {roles.count('admin')} admin and {roles.count('query')} query key(s)"
-

@@ -18,8 +18,8 @@ V2 = "Acme Corporation's chief executive is Bob Jones."
 TODAY = date.today()
 
 
-def _top(store, **kw) -> str | None:
-    found = store.search(Q, k=1, collection="facts", **kw)
+def _top(store, collection: str = "facts", **kw) -> str | None:
+    found = store.search(Q, k=1, collection=collection, **kw)
     return found[0].text if found else None
 
 
@@ -94,11 +94,7 @@ def test_a_collection_from_before_versions_is_migrated_in_place(store):
     assert store.search(Q, k=1, collection="legacy")[0].text == V1
     assert [v.version for v in store.history("old", collection="legacy")] == [1]
     store.upsert([Document(id="old", text=V2)], collection="legacy")
-    assert _top_in(store, "legacy") == V2
-
-
-def _top_in(store, collection: str) -> str:
-    return store.search(Q, k=1, collection=collection)[0].text
+    assert _top(store, "legacy") == V2
 
 
 def test_mid_write_a_query_sees_the_old_version_or_the_new_never_both(store, monkeypatch):
