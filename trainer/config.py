@@ -252,6 +252,9 @@ class Runtime:
     bf16_autocast: bool
     eval_during_training: bool
     notes: tuple[str, ...]
+    gradient_checkpointing: bool = True
+    micro_batch: int = 2  # examples per forward pass
+    accumulation: int = 4  # forward passes per optimizer step (micro_batch x accumulation = the recipe's batch)
 
     @property
     def method(self) -> Literal["qlora-nf4", "lora-bf16"]:
@@ -264,12 +267,36 @@ class Runtime:
             "optimizer": self.optimizer,
             "bf16_autocast": self.bf16_autocast,
             "eval_during_training": self.eval_during_training,
+            "gradient_checkpointing": self.gradient_checkpointing,
+            "micro_batch": self.micro_batch,
+            "accumulation": self.accumulation,
             "notes": list(self.notes),
         }
 
 
-def resolve_runtime(config: TrainConfig, *, cuda: bool | None = None) -> Runtime:
-    """Turn 'auto' and CUDA-only choices into what will actually run on this machine."""
+# On CPU one forward pass of this many tokens (micro-batch x longest row) keeps the logits of a
+# 262k-vocabulary model (and their gradient) near 2 GiB each.
+CPU_MICRO_BATCH_TOKENS = 2048
+
+
+def cpu_micro_batch(batch: int, longest_tokens: int | None) -> int:
+    """The largest divisor of the recipe's batch whose forward pass stays within CPU_MICRO_BATCH_TOKENS.
+
+    Why: on a CPU, one forward pass of 8 rows costs ~0.66x four passes of 2 (bigger matmuls, less
+    per-call overhead; bench in BENCHMARKS.md), and memory is rarely the limit. A divisor keeps the
+    optimizer step's batch exactly the recipe's.
+    """
+    longest = max(1, longest_tokens or CPU_MICRO_BATCH_TOKENS)
+    fits = [d for d in range(1, batch + 1) if batch % d == 0 and d * longest <= CPU_MICRO_BATCH_TOKENS]
+    return max(fits, default=1)
+
+
+def resolve_runtime(config: TrainConfig, *, cuda: bool | None = None,
+                    longest_tokens: int | None = None) -> Runtime:
+    """Turn 'auto' and CUDA-only choices into what will actually run on this machine.
+
+    ``longest_tokens``: the longest training row, which bounds the CPU micro-batch.
+    """
     import torch
 
     cuda = torch.cuda.is_available() if cuda is None else cuda
@@ -294,5 +321,18 @@ def resolve_runtime(config: TrainConfig, *, cuda: bool | None = None) -> Runtime
     gpu_count = torch.cuda.device_count() if has_gpu else 0
     # bf16 autocast on CPU is slower than running the bf16 base with fp32 LoRA weights as it is.
     bf16_autocast = cuda and config.compute_dtype == "bfloat16"
+    checkpointing = config.gradient_checkpointing
+    batch = config.per_device_batch_size * config.gradient_accumulation_steps
+    micro, accumulation = config.per_device_batch_size, config.gradient_accumulation_steps
+    if not cuda:
+        # Checkpointing buys GPU memory with ~30% more compute; a CPU has the memory and not the compute.
+        if checkpointing and "gradient_checkpointing" not in config.model_fields_set:
+            checkpointing = False
+            notes.append("gradient checkpointing off on CPU (memory is ample; recomputing costs ~30%)")
+        micro = cpu_micro_batch(batch, longest_tokens)
+        accumulation = batch // micro
+        if micro != config.per_device_batch_size:
+            notes.append(f"batch {config.per_device_batch_size} x {config.gradient_accumulation_steps} run as "
+                         f"{micro} x {accumulation} on CPU (same {batch} rows per step, fewer, larger passes)")
     return Runtime("cuda" if cuda else "cpu", gpu_name, gpu_count, quantization, optimizer, bf16_autocast,
-                   eval_during_training, tuple(notes))
+                   eval_during_training, tuple(notes), checkpointing, micro, accumulation)

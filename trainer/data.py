@@ -66,6 +66,11 @@ class PreparedData:
     eval_rows: list[dict[str, str]]
     rejected: list[str] = field(default_factory=list)  # "data.jsonl:12: duplicate of line 3", ...
 
+    def longest_tokens(self, tokenizer) -> int:
+        """Tokens in the longest training row (prompt + completion), before truncation."""
+        texts = [r["prompt"] + r["completion"] for r in self.train_rows]
+        return max((len(ids) for ids in tokenizer(texts)["input_ids"]), default=0)
+
     def datasets(self):
         from datasets import Dataset
 

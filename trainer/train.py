@@ -73,9 +73,6 @@ def train_adapter(
     """
     started = time.perf_counter()
     console = console or Console(stderr=True, quiet=not progress)
-    runtime = resolve_runtime(config)
-    for note in runtime.notes:
-        console.print(f"[dim]note:[/dim] {note}")
 
     # Data first: a bad file must fail in a second, not after a minute of model loading.
     data = load_training_file(config.data)
@@ -86,6 +83,9 @@ def train_adapter(
     tokenizer = _load_tokenizer(base_dir)
     prepared = prepare(data, tokenizer, max_seq_length=config.max_seq_length,
                        eval_fraction=config.eval_fraction, seed=config.seed)
+    runtime = resolve_runtime(config, longest_tokens=min(config.max_seq_length, prepared.longest_tokens(tokenizer)))
+    for note in runtime.notes:
+        console.print(f"[dim]note:[/dim] {note}")
     warnings = static_checks(config, len(prepared.train_rows))
     if prepared.rejected:
         warnings.append(CardWarning(code="rows-rejected", message=f"{len(prepared.rejected)} row(s) left out: "
@@ -201,7 +201,7 @@ def load_training_model(base_dir: Path, runtime: Runtime, config: TrainConfig):
         )
         # Casts norms to fp32, enables input grads and (optionally) gradient checkpointing.
         return prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=config.gradient_checkpointing,
+            model, use_gradient_checkpointing=runtime.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
@@ -223,9 +223,9 @@ def sft_config(config: TrainConfig, runtime: Runtime, work_dir: Path, progress: 
         output_dir=str(work_dir),
         num_train_epochs=config.epochs,
         max_steps=config.max_steps or -1,
-        per_device_train_batch_size=config.per_device_batch_size,
-        per_device_eval_batch_size=config.per_device_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        per_device_train_batch_size=runtime.micro_batch,
+        per_device_eval_batch_size=runtime.micro_batch,
+        gradient_accumulation_steps=runtime.accumulation,
         learning_rate=config.learning_rate,
         lr_scheduler_type=config.lr_scheduler,
         warmup_steps=config.warmup_ratio if config.warmup_ratio else 0,  # a float < 1 is a ratio
@@ -233,7 +233,7 @@ def sft_config(config: TrainConfig, runtime: Runtime, work_dir: Path, progress: 
         optim=runtime.optimizer,
         seed=config.seed,
         data_seed=config.seed,
-        gradient_checkpointing=config.gradient_checkpointing,
+        gradient_checkpointing=runtime.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},
         bf16=runtime.bf16_autocast,
         use_cpu=runtime.device == "cpu",
@@ -256,9 +256,31 @@ def sft_config(config: TrainConfig, runtime: Runtime, work_dir: Path, progress: 
     )
 
 
+def native_loss_trainer():
+    """SFTTrainer with the model's own loss, for CPU runs.
+
+    trl computes the loss through its chunked LM head (log-probabilities in vocabulary tiles, no full
+    logits): on a GPU it saves memory; on a CPU its torch fallback upcasts every LM-head tile to fp32
+    and makes several elementwise passes over a 262k vocabulary, which was 2/3 of a training step.
+    The model's own loss (``labels`` with the prompt masked as -100, normalised by the step's
+    supervised tokens) is the same quantity from one bf16 matmul.
+    """
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    class NativeLossSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            return Trainer.compute_loss(self, model, {**inputs, "use_cache": False}, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+
+    return NativeLossSFTTrainer
+
+
 def _build_trainer(config, runtime, base_dir, tokenizer, prepared: PreparedData, work_dir, callbacks, progress):
     from trl import SFTTrainer
 
+    if runtime.device == "cpu":
+        SFTTrainer = native_loss_trainer()  # noqa: N806 - the class to instantiate, chosen per device
     model = load_training_model(base_dir, runtime, config)
     train_ds, eval_ds = prepared.datasets()
     if not progress:  # trl's dataset preparation ("Tokenizing train dataset ...") shows datasets' bars

@@ -111,3 +111,23 @@ def test_runtime_on_cuda_is_qlora_with_paged_adamw():
     rt = resolve_runtime(TrainConfig(style="s", data="d"), cuda=True)
     assert (rt.device, rt.quantization, rt.optimizer, rt.bf16_autocast) == ("cuda", "nf4", "paged_adamw_8bit", True)
     assert rt.eval_during_training
+
+
+def test_cpu_runs_the_recipes_batch_in_fewer_larger_passes_without_checkpointing():
+    cfg = TrainConfig(style="s", data="d", per_device_batch_size=2, gradient_accumulation_steps=4)
+    rt = resolve_runtime(cfg, cuda=False, longest_tokens=60)
+    assert (rt.micro_batch, rt.accumulation, rt.gradient_checkpointing) == (8, 1, False)
+    # Long rows: the pass stays within CPU_MICRO_BATCH_TOKENS, and the step's batch is still 8.
+    rt = resolve_runtime(cfg, cuda=False, longest_tokens=700)
+    assert (rt.micro_batch, rt.accumulation) == (2, 4)
+    rt = resolve_runtime(cfg, cuda=False, longest_tokens=4000)
+    assert (rt.micro_batch, rt.accumulation) == (1, 8)
+    # Checkpointing the user asked for by name is kept.
+    explicit = TrainConfig(style="s", data="d", gradient_checkpointing=True)
+    assert resolve_runtime(explicit, cuda=False, longest_tokens=60).gradient_checkpointing
+
+
+def test_cuda_keeps_the_recipes_batch_and_checkpointing():
+    rt = resolve_runtime(TrainConfig(style="s", data="d", per_device_batch_size=2, gradient_accumulation_steps=4),
+                         cuda=True, longest_tokens=60)
+    assert (rt.micro_batch, rt.accumulation, rt.gradient_checkpointing) == (2, 4, True)
