@@ -102,6 +102,12 @@ def train_or_reuse(spec: TrainSpec, suite: Suite, settings: Settings, cache_dir:
     data.parent.mkdir(parents=True, exist_ok=True)
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     config = load_config(None, style=name, data=data, output_dir=out, **spec.config)
+    # An interrupted earlier run of this same adapter (same name = same rows and config) left
+    # checkpoints: continue from the last one instead of starting over.
+    resume = any(config.work_dir(settings).glob("checkpoint-*"))
+    if resume and console is not None:
+        console.print(f"[dim]{name}: resuming the interrupted training from its last checkpoint[/dim]")
+    config = config.model_copy(update={"resume": resume})
     train_adapter(config, settings, progress=progress, console=console)
     return ResolvedAdapter(name=name, path=out, origin="trained-now")
 
@@ -115,7 +121,7 @@ def training_cost(adapter: ResolvedAdapter) -> TrainingCost | None:
     c = card.compute
     device = c.gpu_name or c.device
     return TrainingCost(adapter=adapter.name, origin=adapter.origin, device=device, wall_seconds=c.wall_seconds,
-                        cost_usd=c.cost_usd, hour_usd=c.hour_usd, rows_train=card.data.rows_train)
+                        gpu_hours=c.gpu_hours, cpu_hours=c.cpu_hours, cost_usd=c.cost_usd, hour_usd=c.hour_usd, rows_train=card.data.rows_train)
 
 
 def resolve(suite: Suite, spec: AdapterSpec | None, settings: Settings, cache_dir: Path, extra_dirs: list[Path], *,

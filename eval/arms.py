@@ -1,9 +1,11 @@
-"""The four arms, all answered through ``Router.aanswer`` — the path production serves.
+"""The self-hosted arms, all answered through ``Router.aanswer`` — the path production serves.
 
   base    base model, few-shot prompt when the suite declares one, no retrieval
   rag     base model, same prompt, plus the suite's retrieved passages as numbered citations
   ft      the suite's adapter, the prompt it was trained on, no retrieval
   hybrid  the adapter plus the retrieved passages
+
+(The api and api-rag arms ask a hosted model the base and rag arms' questions: ``eval/api.py``.)
 
 Greedy decoding throughout (temperature 0), so a run is reproducible on one machine.
 """
@@ -46,6 +48,8 @@ def plan_arm(arm: str, adapter: str | None) -> ArmPlan:
         "rag": ArmPlan(arm="rag", adapter=None, retrieval=True, few_shot=True),
         "ft": ArmPlan(arm="ft", adapter=adapter, retrieval=False, few_shot=False),
         "hybrid": ArmPlan(arm="hybrid", adapter=adapter, retrieval=True, few_shot=False),
+        "api": ArmPlan(arm="api", adapter=None, retrieval=False, few_shot=True),
+        "api-rag": ArmPlan(arm="api-rag", adapter=None, retrieval=True, few_shot=True),
     }[arm]
 
 

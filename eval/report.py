@@ -10,8 +10,11 @@ from pathlib import Path
 from eval.results import ArmResult, EvalResults, SuiteResult
 from eval.suites import METRIC_KINDS
 
-ARM_LABEL = {"base": "base", "rag": "rag-only", "ft": "ft-only", "hybrid": "hybrid"}
-ARM_COLOR = {"base": "#9e9e9e", "rag": "#1f77b4", "ft": "#ff7f0e", "hybrid": "#2ca02c"}
+ARM_LABEL = {"base": "base", "rag": "rag-only", "ft": "ft-only", "hybrid": "hybrid", "api": "api",
+             "api-rag": "api-rag"}
+ARM_COLOR = {"base": "#9e9e9e", "rag": "#1f77b4", "ft": "#ff7f0e", "hybrid": "#2ca02c", "api": "#9467bd",
+             "api-rag": "#8c564b"}
+STATUS_LABEL = {"failed": "failed", "not_applicable": "not applicable", "not_configured": "not configured"}
 SHORT_MECHANISM = {"rag": "retrieval", "ft": "adapter", "both": "both"}
 EMPTY_WARN = 0.05  # more empty answers than this flags the arm in the report
 VERDICT_COLOR = {"agrees": "#2e7d32", "tie": "#f9a825", "disagrees": "#c62828", "undecided": "#757575"}
@@ -101,15 +104,17 @@ def _arm_table(suite: SuiteResult) -> str:
     for arm in suite.arms:
         label = ARM_LABEL[arm.arm]
         if arm.status != "ok":
-            status = "failed" if arm.status == "failed" else "not applicable"
+            status = STATUS_LABEL[arm.status]
             rows.append(f'<tr><td>{label}</td><td class="na" colspan="{len(metrics) + 5}">{status}: '
                         f"{html.escape(arm.reason)}</td></tr>")
             continue
         cells = "".join(_fmt_interval(arm, m) for m in metrics)
         lat = arm.latency
+        what = arm.endpoint or arm.adapter or "no adapter"
+        retried = f", {arm.retried} retried" if arm.retried else ""
         rows.append(
-            f"<tr><td>{label}<br><span class='muted'>{html.escape(arm.adapter or 'no adapter')}"
-            f"{' + retrieval' if arm.retrieval else ''}</span></td>{cells}"
+            f"<tr><td>{label}<br><span class='muted'>{html.escape(what)}"
+            f"{' + retrieval' if arm.retrieval else ''}{retried}</span></td>{cells}"
             f'<td class="num">{lat.p50_ms:.0f} / {lat.p95_ms:.0f}'
             f'<br><span class="muted">{arm.concurrency or 1} in flight</span></td>'
             f'<td class="num">{arm.prompt_tokens_mean:.0f} / {arm.completion_tokens_mean:.1f}</td>'
@@ -144,11 +149,13 @@ def _comparisons(suite: SuiteResult) -> str:
     rows = "".join(
         f"<tr><td>{ARM_LABEL[c.a]} − {ARM_LABEL[c.b]}</td><td class='num'>{c.diff:+.3f}</td>"
         f"<td class='num'>[{c.low:+.3f}, {c.high:+.3f}]</td><td class='num'>{c.p_value:.3f}</td>"
-        f"<td>{'yes' if c.significant else 'no'}</td></tr>"
+        f"<td>{'yes' if c.significant else 'no'}</td>"
+        f"<td class='num'>{f'~{c.n_needed:,}' if c.n_needed else '–'}</td></tr>"
         for c in suite.comparisons
     )
     return (f"<details><summary>All paired comparisons on {html.escape(suite.primary_metric)}</summary><table>"
-            "<tr><th>pair</th><th>mean diff</th><th>95% CI</th><th>p</th><th>significant</th></tr>"
+            "<tr><th>pair</th><th>mean diff</th><th>95% CI</th><th>p</th><th>significant</th>"
+            "<th>items a difference this size needs</th></tr>"
             f"{rows}</table></details>")
 
 
@@ -202,12 +209,80 @@ def _suite_section(suite: SuiteResult, examples: int) -> str:
     warning = empty_warning(suite)
     if warning:
         training += f"<p style='color:#c62828'>{html.escape(warning)}</p>"
+    if suite.style_classifier:
+        c = suite.style_classifier
+        flag = (" style='color:#c62828'" if c.heldout_accuracy < c.min_accuracy else " class='muted'")
+        training += (f"<p{flag}>Style classifier of this suite: held-out accuracy <b>{c.heldout_accuracy:.3f}</b> on "
+                     f"{2 * c.test_pairs} texts (chance 0.5; decided only at ≥ {c.min_accuracy:.2f}); fit on "
+                     f"{c.train_pairs} source/target pairs of {html.escape(c.pairs_path)} in {c.fit_seconds:.0f} s"
+                     f"{' (cached)' if c.cached else ''}.</p>")
     return (
         f"<h2 id='{suite.name}'>{html.escape(suite.name)}</h2><p>{html.escape(suite.description)}</p>"
         f"<p class='muted'>{' · '.join(facts)}</p>{training}"
         f"{_decision(suite)}{_arm_table(suite)}{_as_of_table(suite)}{_comparisons(suite)}{_metric_chart(suite)}"
-        f"{_cost_chart(suite)}{_examples(suite, examples)}"
+        f"{_cost_chart(suite)}{_cost_section(suite)}{_examples(suite, examples)}"
     )
+
+
+def _cost_section(suite: SuiteResult) -> str:
+    """The break-even chart, each arm's cost terms, the crossovers and the cheapest arm as good as the best."""
+    cost = suite.cost
+    if cost is None:
+        return ""
+    p = cost.prices
+    rows = "".join(
+        f"<tr><td>{ARM_LABEL[c.arm]}</td><td>{c.kind}</td><td class='num'>${c.per_1k_usd:.4f}</td>"
+        f"<td class='num'>${c.one_off_usd:.3f}</td><td class='num'>{c.retrains_per_month:g}</td>"
+        f"<td class='num'>${c.monthly_usd(cost.traffic):,.2f}</td><td class='muted'>{html.escape(c.basis)}</td></tr>"
+        for c in cost.arms
+    )
+    cross = "".join(
+        f"<li>{ARM_LABEL[x.a]} and {ARM_LABEL[x.b]} cost the same at <b>{x.requests_per_month:,.0f}</b> requests/month "
+        f"(${x.monthly_usd:,.2f}/month); {ARM_LABEL[x.cheaper_below]} is cheaper below it.</li>"
+        for x in cost.crossovers
+    ) or "<li>No two arms' costs cross between 1 and 10<sup>10</sup> requests/month.</li>"
+    pick = (f"<p><b>Cost pick:</b> {html.escape(cost.pick.summary)} Eligible (cheapest first): "
+            f"{', '.join(ARM_LABEL[a] for a in cost.pick.eligible)}.</p>") if cost.pick else (
+            "<p><b>Cost pick:</b> none — the suite is not decided on quality.</p>")
+    prices = (f"Prices from {html.escape(p.source)}: self-hosted {html.escape(p.self_hosted.device)} at "
+              f"${p.self_hosted.hour_usd:g}/h ({p.self_hosted.utilization:.0%} utilised, at least "
+              f"{p.self_hosted.min_instances:g} always on, {p.self_hosted.hours_per_month:g} h/month); training "
+              f"${p.training.gpu_hour_usd:g}/GPU-h, ${p.training.cpu_hour_usd:g}/CPU-h, amortised over "
+              f"{p.training.amortize_months:g} months. Throughput measured on {html.escape(cost.measured_on)}.")
+    return (f"<h3>Cost and break-even</h3>{pick}{_break_even_chart(suite)}"
+            "<table><tr><th>arm</th><th>kind</th><th>$ / 1k requests</th><th>one-off training</th>"
+            f"<th>retrains / month</th><th>$ / month at {cost.traffic:,.0f} requests</th><th>basis</th></tr>{rows}"
+            f"</table><ul>{cross}</ul><p class='muted'>{prices}</p>")
+
+
+def _break_even_chart(suite: SuiteResult) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    cost = suite.cost
+    lo, hi = 1e2, 1e9
+    marks = [x.requests_per_month for x in cost.crossovers] + [cost.traffic]
+    lo, hi = min([lo, *marks]) / 3, max([hi, *marks]) * 3
+    grid = np.geomspace(lo, hi, 300)
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    for c in cost.arms:
+        ax.plot(grid, np.maximum(c.monthly_usd(grid), 1e-3), label=ARM_LABEL[c.arm], color=ARM_COLOR[c.arm], lw=2)
+    for x in cost.crossovers:
+        ax.plot([x.requests_per_month], [max(x.monthly_usd, 1e-3)], "ko", ms=5, zorder=4)
+        ax.annotate(f"{x.requests_per_month:,.0f}", (x.requests_per_month, max(x.monthly_usd, 1e-3)),
+                    textcoords="offset points", xytext=(4, -12), fontsize=7)
+    ax.axvline(cost.traffic, color="k", ls="--", lw=1)
+    ax.text(cost.traffic, ax.get_ylim()[1], f" your traffic\n {cost.traffic:,.0f}/month", va="top", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("requests per month")
+    ax.set_ylabel("$ per month")
+    ax.set_title(f"{suite.name}: monthly cost by arm (● = crossover)")
+    ax.legend(fontsize=8)
+    return _png(fig)
 
 
 def _as_of_table(suite: SuiteResult) -> str:
@@ -242,19 +317,16 @@ def render_html(results: EvalResults, examples: int = 3) -> str:
         f"<td>{html.escape(s.decision.mechanism)}</td><td><span class='badge' style='background:"
         f"{VERDICT_COLOR[s.decision.verdict]}'>{s.decision.verdict}</span></td>"
         f"<td class='num'>{(s.decision.margin.diff if s.decision.margin else float('nan')):+.3f}</td>"
-        f"<td>{'yes' if s.decision.margin and s.decision.margin.significant else 'no'}</td></tr>"
+        f"<td>{'yes' if s.decision.margin and s.decision.margin.significant else 'no'}</td>"
+        f"<td>{_pick_cell(s)}</td></tr>"
         for s in results.suites
     )
     style = ""
-    if results.style_classifier:
-        c = results.style_classifier
-        style = (f"<p class='muted'>Style classifier (voice): held-out accuracy {c.heldout_accuracy:.3f} on "
-                 f"{2 * c.test_pairs} test texts; fit on {c.train_pairs} verse pairs in {c.fit_seconds:.0f} s"
-                 f"{' (cached)' if c.cached else ''}.</p>")
     cpu_note = ("" if not run.device.startswith("cpu") else
-                f"<p class='muted'>Latency and cost were measured on {html.escape(run.device)}: the cost column "
-                f"prices that CPU wall time at ${run.gpu_hour_usd}/h (a GPU-equivalent hour), so it compares "
-                "arms with each other, not with a real GPU bill.</p>")
+                f"<p class='muted'>Latency and throughput were measured on {html.escape(run.device)}; the cost model "
+                "bills that throughput at the self-hosted price of its price table, so self-hosted costs describe "
+                "this machine's speed at that machine's price. Run the eval where you would serve for your own "
+                "bill.</p>")
     body = "".join(_suite_section(s, examples) for s in results.suites)
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>ragtune eval "
@@ -265,11 +337,19 @@ def render_html(results: EvalResults, examples: int = 3) -> str:
         f"{run.seconds:.0f} s · greedy decoding</p>{cpu_note}{style}"
         "<p>Arms: <b>base</b> (few-shot prompt when the suite has one), <b>rag-only</b> (base + retrieved "
         "passages as numbered citations), <b>ft-only</b> (the suite's LoRA adapter, its training prompt), "
-        "<b>hybrid</b> (adapter + passages). Means carry bootstrap 95% intervals; differences are paired "
-        "over the same items.</p>"
+        "<b>hybrid</b> (adapter + passages), <b>api</b> / <b>api-rag</b> (a hosted model with the few-shot prompt, "
+        f"without / with the passages: {html.escape(run.api or 'not configured')}). Means carry bootstrap 95% "
+        "intervals; differences are paired over the same items.</p>"
         "<table><tr><th>suite</th><th>winner</th><th>rule predicts</th><th>verdict</th><th>margin vs runner-up"
-        f"</th><th>significant</th></tr>{overview}</table>{body}</body></html>"
+        f"</th><th>significant</th><th>cheapest as good (at your traffic)</th></tr>{overview}</table>{body}</body></html>"
     )
+
+
+def _pick_cell(suite: SuiteResult) -> str:
+    pick = suite.cost.pick if suite.cost else None
+    if pick is None or pick.arm is None:
+        return "–"
+    return f"{ARM_LABEL[pick.arm]} (${pick.monthly_usd:,.2f}/month)"
 
 
 def write_report(results: EvalResults, path: Path, examples: int = 3) -> Path:
@@ -283,7 +363,8 @@ def print_summary(results: EvalResults, console) -> None:
     from rich import box
     from rich.table import Table
 
-    arms = ["base", "rag", "ft", "hybrid"]
+    arms = [a for a in ARM_LABEL if any(x.arm == a and x.status == "ok" for s in results.suites for x in s.arms)]
+    arms = arms or ["base"]
     table = Table(title="Which arm wins? Primary metric: mean, 95% CI, ∅ empty answers", title_justify="left",
                   box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("suite")
@@ -312,6 +393,8 @@ def print_summary(results: EvalResults, console) -> None:
         console.print(f"[bold]{suite.name}[/bold]: {d.summary}")
         if d.note:
             console.print(f"  {d.note}")
+        if suite.cost is not None and suite.cost.pick is not None:
+            console.print(f"  [bold]cost:[/bold] {suite.cost.pick.summary}")
         console.print(f"  [dim]rule: {d.rule}[/dim]")
         warning = empty_warning(suite)
         if warning:

@@ -14,11 +14,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from eval.cost import ArmCost, CostPick, Crossover, PriceTable
 from eval.stats import Interval, LatencyStats, PairedDiff
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA_PATH = Path(__file__).resolve().parent / "results.schema.json"
-Arm = Literal["base", "rag", "ft", "hybrid"]
+Arm = Literal["base", "rag", "ft", "hybrid", "api", "api-rag"]
 
 
 class _Strict(BaseModel):
@@ -40,8 +41,10 @@ class ItemResult(_Strict):
 
 class ArmResult(_Strict):
     arm: Arm
-    status: Literal["ok", "not_applicable", "failed"]
+    status: Literal["ok", "not_applicable", "not_configured", "failed"]
     reason: str = Field(default="", description="Why the arm was skipped or failed, when it was.")
+    endpoint: str | None = Field(default=None, description="api arms: the model and base URL asked.")
+    retried: int | None = Field(default=None, description="api arms: responses retried (429 or 5xx).")
     adapter: str | None = None
     retrieval: bool = False
     metrics: dict[str, Interval] = Field(default_factory=dict, description="Mean and bootstrap 95% CI per metric.")
@@ -56,7 +59,7 @@ class ArmResult(_Strict):
     seconds_per_request: float | None = Field(
         default=None, description="The arm's wall time / requests: throughput cost at `concurrency` in flight.")
     cost_per_1k_usd: float | None = Field(
-        default=None, description="seconds_per_request x 1000 / 3600 x hour_usd (CPU time priced as GPU time on CPU).")
+        default=None, description="Serving cost of 1,000 requests (the suite's cost model: `SuiteResult.cost`).")
     items: list[ItemResult] = Field(default_factory=list)
 
 
@@ -69,7 +72,9 @@ class TrainingCost(_Strict):
         "trained in an earlier run.")
     device: str
     wall_seconds: float
-    cost_usd: float
+    gpu_hours: float = 0.0
+    cpu_hours: float = 0.0
+    cost_usd: float = Field(description="As the card records it (at the card's own hour price).")
     hour_usd: float
     rows_train: int
 
@@ -110,6 +115,28 @@ class AsOfProbe(_Strict):
     ft_today: dict[str, Interval] | None = Field(description="The adapter, trained on the old facts, asked today.")
 
 
+class CostModel(_Strict):
+    """Monthly cost per arm vs traffic, where they cross, and the cheapest arm as good as the best."""
+
+    prices: PriceTable = Field(description="Every price used, as read from the price table.")
+    measured_on: str = Field(description="The machine the self-hosted throughput was measured on.")
+    traffic: float = Field(description="Requests per month the pick is made at (--traffic).")
+    arms: list[ArmCost]
+    crossovers: list[Crossover]
+    pick: CostPick | None
+
+
+class StyleInfo(_Strict):
+    pairs_path: str
+    train_pairs: int
+    test_pairs: int
+    heldout_accuracy: float
+    min_accuracy: float
+    fit_seconds: float
+    cached: bool
+    data_sha256: str
+
+
 class SuiteResult(_Strict):
     name: str
     description: str
@@ -126,16 +153,9 @@ class SuiteResult(_Strict):
     comparisons: list[PairedDiff] = Field(description="Every pair of arms that ran, on the primary metric.")
     decision: Decision
     as_of: AsOfProbe | None = Field(default=None, description="The rag arm asked as of a day before the change.")
+    style_classifier: StyleInfo | None = Field(default=None, description="'style' suites: the suite's own classifier.")
+    cost: CostModel | None = None
     seconds: float
-
-
-class StyleInfo(_Strict):
-    train_pairs: int
-    test_pairs: int
-    heldout_accuracy: float
-    fit_seconds: float
-    cached: bool
-    data_sha256: str
 
 
 class RunInfo(_Strict):
@@ -148,7 +168,8 @@ class RunInfo(_Strict):
     limit: int | None
     limits: dict[str, int] = Field(default_factory=dict, description="Per-suite item counts that overrode `limit`.")
     batch_size: int
-    gpu_hour_usd: float
+    prices: str = Field(description="The price table file.")
+    api: str | None = Field(default=None, description="The api arms' model and endpoint, when configured.")
     seconds: float
     settings: dict[str, Any] = Field(default_factory=dict)
 
@@ -156,7 +177,6 @@ class RunInfo(_Strict):
 class EvalResults(_Strict):
     schema_version: int = SCHEMA_VERSION
     run: RunInfo
-    style_classifier: StyleInfo | None = None
     suites: list[SuiteResult]
 
 

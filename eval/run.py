@@ -1,4 +1,4 @@
-"""Run suites through the four arms and write ``reports/<run-id>/{report.html,results.json}``.
+"""Run suites through the arms and write ``reports/<run-id>/{report.html,results.json}``.
 
 Order inside a suite (it matters for changing facts): ingest the documents, get the adapter
 (existing, cached or trained now), upsert the update documents, then ask every arm.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import platform
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -17,11 +18,23 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from eval import adapters as adapter_mod
-from eval.arms import ArmFailedError, plan_arm, run_arm
+from eval.api import API_ARMS, ApiConfig, load_api_config, run_api_arm
+from eval.arms import ArmFailedError, ArmRun, plan_arm, run_arm
+from eval.cost import (
+    ArmCost,
+    PriceTable,
+    api_cost,
+    cheapest_within,
+    crossovers,
+    load_prices,
+    self_hosted_cost,
+    training_usd,
+)
 from eval.ingest import ingest
 from eval.results import (
     ArmResult,
     AsOfProbe,
+    CostModel,
     Decision,
     EvalResults,
     IngestInfo,
@@ -32,21 +45,16 @@ from eval.results import (
     validate_results,
 )
 from eval.scoring import score_outputs
-from eval.stats import (
-    DEFAULT_GPU_HOUR_USD,
-    PairedDiff,
-    bootstrap_mean,
-    cost_per_1k_requests,
-    latency_stats,
-    paired_bootstrap,
-)
+from eval.stats import PairedDiff, bootstrap_mean, latency_stats, paired_bootstrap
 from eval.suites import ARMS, METRIC_KINDS, Suite, resolve_suites
+from ragtune.errors import ConfigError
 from ragtune.settings import Settings
 
 EXPECTED_ARM = {"rag": "rag", "ft": "ft", "both": "hybrid"}
 # What each arm brings: (retrieval, adapter). The rule names a mechanism, not an arm: "facts ->
 # retrieval" holds when the winner retrieves, whether the base model or the reader adapter reads.
-USES = {"base": (False, False), "rag": (True, False), "ft": (False, True), "hybrid": (True, True)}
+USES = {"base": (False, False), "rag": (True, False), "ft": (False, True), "hybrid": (True, True),
+        "api": (False, False), "api-rag": (True, False)}
 MECHANISM = {"rag": "retrieval", "ft": "the adapter", "both": "retrieval and the adapter together"}
 
 
@@ -74,7 +82,14 @@ class EvalConfig(BaseModel):
     limits: dict[str, int] = Field(default_factory=dict, description="Per-suite item counts, overriding `limit`.")
     out: Path = Field(default=Path("reports"), description="Reports folder; the run writes OUT/<run-id>/.")
     run_id: str | None = Field(default=None, description="Folder name of the run (default: UTC timestamp).")
-    gpu_hour_usd: float = Field(default=DEFAULT_GPU_HOUR_USD, ge=0, description="Price of an accelerator hour.")
+    gpu_hour_usd: float | None = Field(default=None, ge=0, description="$ per hour of the self-hosted serving "
+                                       "machine, overriding the price table's.")
+    prices: Path | None = Field(default=None, description="Price table (default: eval/prices.yaml).")
+    api_config: Path | None = Field(default=None, description="The api arms' endpoint (eval/api.py); none: the "
+                                    "api arms are 'not configured'.")
+    traffic: float = Field(default=100_000, gt=0, description="Requests per month the cost pick is made at.")
+    quality_margin: float = Field(default=0.02, ge=0, description="Largest shortfall on the primary metric from the "
+                                  "best arm's mean that still counts as 'as good' for the cost pick.")
     batch_size: int | None = Field(default=None, ge=1, le=256, description="Requests in flight at once, overriding "
                                    "the suites' batch_size (the engine batches them continuously).")
     adapters_dirs: list[Path] = Field(default_factory=list, description="Extra folders to look for adapters in.")
@@ -104,7 +119,8 @@ def _device_name() -> str:
     return f"cpu ({platform.processor() or platform.machine()})"
 
 
-def _decide(suite: Suite, arms: list[ArmResult], scores: dict[str, list[float]]) -> tuple[Decision, list[PairedDiff]]:
+def _decide(suite: Suite, arms: list[ArmResult], scores: dict[str, list[float]],
+            style: StyleInfo | None = None) -> tuple[Decision, list[PairedDiff]]:
     primary = suite.spec.metric.primary
     higher = METRIC_KINDS[suite.spec.metric.kind][primary]
     ran = [a for a in arms if a.status == "ok"]
@@ -114,12 +130,19 @@ def _decide(suite: Suite, arms: list[ArmResult], scores: dict[str, list[float]])
         paired_bootstrap(scores[a.arm], scores[b.arm], names=(a.arm, b.arm), metric=primary)
         for a, b in itertools.combinations(ran, 2)
     ]
+    refusal = None
     if len(ran) < 2:
-        return Decision(primary_metric=primary, higher_is_better=higher, winner=ran[0].arm if ran else None,
+        refusal = "fewer than two arms ran; nothing to compare"
+    elif style is not None and primary == "style" and style.heldout_accuracy < style.min_accuracy:
+        refusal = (f"not decided: the style classifier tells this suite's two voices apart on only "
+                   f"{style.heldout_accuracy:.0%} of held-out texts (chance 50%, needed {style.min_accuracy:.0%}), "
+                   "so its style score cannot rank the arms. Give more or more distinct source/target pairs.")
+    if refusal is not None:
+        return Decision(primary_metric=primary, higher_is_better=higher, winner=ran[0].arm if len(ran) == 1 else None,
                         runner_up=None, margin=None, expected=expected,
                         expected_arms=[a for a in ARMS if carries(a, suite.spec.expect)],
                         mechanism=MECHANISM[suite.spec.expect], rule=rule, verdict="undecided",
-                        summary="fewer than two arms ran; nothing to compare"), comparisons
+                        summary=refusal), comparisons
     sign = 1 if higher else -1
     # Stable order (ARMS) breaks exact ties in favour of the simpler, cheaper arm.
     ranked = sorted(ran, key=lambda a: -sign * a.metrics[primary].mean)
@@ -129,7 +152,8 @@ def _decide(suite: Suite, arms: list[ArmResult], scores: dict[str, list[float]])
     summary = (f"{winner.arm} wins on {primary} ({winner.metrics[primary].mean:.3f}) over {runner.arm} "
                f"({runner.metrics[primary].mean:.3f}): difference {margin.diff:+.3f}, 95% CI "
                f"[{margin.low:+.3f}, {margin.high:+.3f}], p={margin.p_value:.3f} — "
-               + ("significant." if margin.significant else "not significant at this sample size."))
+               + ("significant." if margin.significant else "not significant at this sample size"
+                  + _needed(margin) + "."))
     note = ""
     expect = suite.spec.expect
     with_it = [a for a in ranked if carries(a.arm, expect)]
@@ -141,7 +165,7 @@ def _decide(suite: Suite, arms: list[ArmResult], scores: dict[str, list[float]])
         summary += (f" With {MECHANISM[expect]}: best {with_it[0].arm} ({with_it[0].metrics[primary].mean:.3f}); "
                     f"without: best {without[0].arm} ({without[0].metrics[primary].mean:.3f}); difference "
                     f"{mechanism.diff:+.3f}, 95% CI [{mechanism.low:+.3f}, {mechanism.high:+.3f}]"
-                    + (", significant." if mechanism.significant else ", not significant."))
+                    + (", significant." if mechanism.significant else ", not significant" + _needed(mechanism) + "."))
     if carries(winner.arm, expect):
         verdict = "agrees"
     elif not with_it:
@@ -156,19 +180,38 @@ def _decide(suite: Suite, arms: list[ArmResult], scores: dict[str, list[float]])
                 f"{best.metrics[primary].mean:.3f}; difference {vs.diff:+.3f}, 95% CI [{vs.low:+.3f}, {vs.high:+.3f}]). "
                 + ("The data disagree with the expectation for this model and task."
                    if vs.significant else "The gap is within noise: the data neither confirm nor refute the rule."))
-    if winner.cost_per_1k_usd is not None and runner.cost_per_1k_usd is not None:
-        summary += (f" Serving cost per 1k requests: {winner.arm} ${winner.cost_per_1k_usd:.3f} vs "
-                    f"{runner.arm} ${runner.cost_per_1k_usd:.3f}.")
     return Decision(primary_metric=primary, higher_is_better=higher, winner=winner.arm, runner_up=runner.arm,
                     margin=margin, expected=expected, expected_arms=[a for a in ARMS if carries(a, expect)],
                     mechanism=MECHANISM[expect], mechanism_margin=mechanism, rule=rule, verdict=verdict,
                     summary=summary, note=note), comparisons
 
 
+def _needed(diff: PairedDiff) -> str:
+    """' (a difference this size would need ~N items)' when the sample size is the reason."""
+    if diff.n_needed is None:
+        return ""
+    return f" (a difference of this size would need ~{diff.n_needed:,} items to show; this run had {diff.n})"
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every suite of a run shares: prices, the api endpoint, and where it is measured."""
+
+    prices: PriceTable
+    api: ApiConfig | None
+    device: str
+
+
 def run_suite(suite: Suite, router, store, settings: Settings, config: EvalConfig, cache_dir: Path,
-              style, progress: Progress | None, console: Console) -> SuiteResult:
+              ctx: RunContext, progress: Progress | None, console: Console) -> SuiteResult:
     started = time.perf_counter()
     spec = suite.spec
+    style = None
+    if spec.metric.kind == "style":
+        from eval.style import StyleClassifier
+
+        console.print(f"[dim]{suite.name}: fitting or loading its style classifier…[/dim]")
+        style = StyleClassifier.load_or_fit(cache_dir, spec.metric.style)
     items = suite.items(config.limits.get(suite.name, config.limit))
     if not items:
         raise ValueError(f"suite {suite.name!r} selected no items")
@@ -204,52 +247,104 @@ def run_suite(suite: Suite, router, store, settings: Settings, config: EvalConfi
             if not ok:
                 arm_results.append(ArmResult(arm=arm, status="not_applicable", reason=reason))
                 continue
+            if arm in API_ARMS and ctx.api is None:
+                arm_results.append(ArmResult(arm=arm, status="not_configured", reason="no hosted API configured "
+                                             "(--api-config FILE names an OpenAI-compatible endpoint)"))
+                continue
             own = arm_adapters.get(arm)
             plan = plan_arm(arm, own.name if own else None)
             task = progress.add_task(f"{suite.name} · {arm}", total=len(items)) if progress else None
+            advance = (lambda n, t=task: progress.advance(t, n)) if progress else None
+            retried = None
             try:
-                run = run_arm(router, suite, items, plan, concurrency=batch,
-                              on_item=(lambda n, t=task: progress.advance(t, n)) if progress else None)
-            except ArmFailedError as exc:
-                arm_results.append(ArmResult(arm=arm, status="failed", adapter=plan.adapter,
-                                             retrieval=plan.retrieval, reason=exc.message))
+                if arm in API_ARMS:
+                    run, retried = run_api_arm(ctx.api, arm, router, suite, items, on_item=advance)
+                else:
+                    run = run_arm(router, suite, items, plan, concurrency=batch, on_item=advance)
+            except (ArmFailedError, ConfigError) as exc:
+                arm_results.append(ArmResult(arm=arm, status="failed", adapter=plan.adapter, retrieval=plan.retrieval,
+                                             endpoint=_endpoint(ctx.api) if arm in API_ARMS else None,
+                                             reason=exc.message))
                 continue
-            outputs = [a.text for a in run.answers]
-            empty = sum(not o.strip() for o in outputs)
-            item_scores = score_outputs(suite, items, outputs, style)
-            names = list(item_scores[0])
-            metrics = {m: bootstrap_mean([s[m] for s in item_scores]) for m in names}
+            result, item_scores = _arm_result(suite, items, arm, plan, run, style)
+            result.endpoint = _endpoint(ctx.api) if arm in API_ARMS else None
+            result.retried = retried
             scores[arm] = [s[primary] for s in item_scores]
-            per_request = run.total_s / len(items)
-            arm_results.append(ArmResult(
-                arm=arm, status="ok", adapter=plan.adapter, retrieval=plan.retrieval, metrics=metrics,
-                latency=latency_stats(run.latency_ms, run.total_s), concurrency=run.concurrency,
-                empty_answers=empty, empty_rate=empty / len(items),
-                prompt_tokens_mean=sum(a.prompt_tokens for a in run.answers) / len(items),
-                completion_tokens_mean=sum(a.completion_tokens for a in run.answers) / len(items),
-                seconds_per_request=per_request,
-                cost_per_1k_usd=cost_per_1k_requests(per_request, config.gpu_hour_usd),
-                items=[
-                    ItemResult(id=it.id, prompt=it.user, output=a.text, scores=s, latency_ms=lat,
-                               prompt_tokens=a.prompt_tokens, completion_tokens=a.completion_tokens,
-                               finish_reason=a.finish_reason, route=a.route.name,
-                               citations=[c.id for c in a.citations])
-                    for it, a, s, lat in zip(items, run.answers, item_scores, run.latency_ms)
-                ],
-            ))
+            arm_results.append(result)
             if progress is not None:
                 progress.update(task, description=f"{suite.name} · {arm} · {primary} "
-                                f"{metrics[primary].mean:.3f}")
+                                f"{result.metrics[primary].mean:.3f}")
         as_of = _as_of_probe(router, suite, items, arm_results, batch, style)
-    decision, comparisons = _decide(suite, arm_results, scores)
+    style_info = StyleInfo(**style.info.model_dump()) if style is not None else None
+    decision, comparisons = _decide(suite, arm_results, scores, style_info)
+    cost = _cost_model(suite, arm_results, arm_adapters, training, decision, ctx, config)
     return SuiteResult(
         name=suite.name, description=spec.description, source=str(suite.source), expect=spec.expect,
         metric_kind=spec.metric.kind, primary_metric=primary, n_items=len(items),
         adapter=arm_adapters["ft"].name if arm_adapters["ft"] else None,
         hybrid_adapter=arm_adapters["hybrid"].name if arm_adapters["hybrid"] else None,
-        ingest=ingest_info, training=training, arms=arm_results,
-        comparisons=comparisons, decision=decision, as_of=as_of, seconds=time.perf_counter() - started,
+        ingest=ingest_info, training=training, arms=arm_results, comparisons=comparisons, decision=decision,
+        as_of=as_of, style_classifier=style_info, cost=cost, seconds=time.perf_counter() - started,
     )
+
+
+def _endpoint(api: ApiConfig | None) -> str | None:
+    return f"{api.model} at {api.base_url}" if api is not None else None
+
+
+def _arm_result(suite: Suite, items, arm: str, plan, run: ArmRun, style) -> tuple[ArmResult, list[dict[str, float]]]:
+    """Score one arm's answers; cost is filled in by the suite's cost model."""
+    outputs = [a.text for a in run.answers]
+    empty = sum(not o.strip() for o in outputs)
+    item_scores = score_outputs(suite, items, outputs, style)
+    metrics = {m: bootstrap_mean([s[m] for s in item_scores]) for m in item_scores[0]}
+    n = len(items)
+    result = ArmResult(
+        arm=arm, status="ok", adapter=plan.adapter, retrieval=plan.retrieval, metrics=metrics,
+        latency=latency_stats(run.latency_ms, run.total_s), concurrency=run.concurrency,
+        empty_answers=empty, empty_rate=empty / n,
+        prompt_tokens_mean=sum(a.prompt_tokens for a in run.answers) / n,
+        completion_tokens_mean=sum(a.completion_tokens for a in run.answers) / n,
+        seconds_per_request=run.total_s / n,
+        items=[
+            ItemResult(id=it.id, prompt=it.user, output=a.text, scores=s, latency_ms=lat,
+                       prompt_tokens=a.prompt_tokens, completion_tokens=a.completion_tokens,
+                       finish_reason=a.finish_reason, route=a.route.name, citations=[c.id for c in a.citations])
+            for it, a, s, lat in zip(items, run.answers, item_scores, run.latency_ms)
+        ],
+    )
+    return result, item_scores
+
+
+def _cost_model(suite: Suite, arms: list[ArmResult], arm_adapters, training, decision: Decision,
+                ctx: RunContext, config: EvalConfig) -> CostModel | None:
+    """Price every arm that ran, find the crossovers, and pick the cheapest arm as good as the best."""
+    costs: list[ArmCost] = []
+    by_adapter = {t.adapter: t for t in training}
+    for a in arms:
+        if a.status != "ok":
+            continue
+        if a.arm in API_ARMS:
+            cost = api_cost(a.arm, a.prompt_tokens_mean, a.completion_tokens_mean,
+                            ctx.prices.token_price(ctx.api.price_key), ctx.api.price_key)
+        else:
+            own = arm_adapters.get(a.arm)
+            t = by_adapter.get(own.name) if own is not None else None
+            one_off = training_usd(t.gpu_hours, t.cpu_hours, ctx.prices) if t is not None else 0.0
+            retrains = suite.spec.facts_change_per_month if own is not None else 0.0
+            cost = self_hosted_cost(a.arm, a.seconds_per_request, ctx.prices, measured_on=ctx.device,
+                                    one_off_usd=one_off, retrains_per_month=retrains)
+        a.cost_per_1k_usd = cost.per_1k_usd
+        costs.append(cost)
+    if not costs:
+        return None
+    quality = {a.arm: a.metrics[decision.primary_metric].mean for a in arms if a.status == "ok"}
+    pick = None
+    if decision.winner is not None:  # a suite that is not decided on quality is not decided on cost either
+        pick = cheapest_within(costs, quality, higher_is_better=decision.higher_is_better,
+                               margin=config.quality_margin, traffic=config.traffic, metric=decision.primary_metric)
+    return CostModel(prices=ctx.prices, measured_on=ctx.device, traffic=config.traffic, arms=costs,
+                     crossovers=crossovers(costs), pick=pick)
 
 
 def _as_of_probe(router, suite: Suite, items, arms: list[ArmResult], batch: int, style) -> AsOfProbe | None:
@@ -282,6 +377,12 @@ def run_eval(config: EvalConfig, settings: Settings | None = None, backend=None,
     settings = settings or Settings()
     console = console or Console(stderr=True, quiet=not config.progress)
     suites = resolve_suites(config.suites)
+    # Prices and the endpoint are checked before any engine starts: a typo fails in a second.
+    prices = load_prices(config.prices, hour_usd=config.gpu_hour_usd)
+    api = load_api_config(config.api_config) if config.api_config else None
+    if api is not None:
+        prices.token_price(api.price_key)
+    ctx = RunContext(prices=prices, api=api, device=_device_name())
     out = Path(config.out)
     run_id = config.run_id or _new_run_id(out)
     run_dir = out / run_id
@@ -298,19 +399,12 @@ def run_eval(config: EvalConfig, settings: Settings | None = None, backend=None,
         console.print("[dim]starting the generation engine…[/dim]")
     router = build_router(settings, backend=backend, store=store)
 
-    style = None
-    if any(s.spec.metric.kind == "style" for s in suites):
-        from eval.style import StyleClassifier
-
-        console.print("[dim]loading the style classifier…[/dim]")
-        style = StyleClassifier.load_or_fit(cache_dir)
-
     results: list[SuiteResult] = []
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, disable=not config.progress) as progress:
             for suite in suites:
-                results.append(run_suite(suite, router, store, settings, config, cache_dir, style,
+                results.append(run_suite(suite, router, store, settings, config, cache_dir, ctx,
                                          progress if config.progress else None, console))
     finally:
         if own_engine:
@@ -319,13 +413,12 @@ def run_eval(config: EvalConfig, settings: Settings | None = None, backend=None,
     eval_results = EvalResults(
         run=RunInfo(
             run_id=run_id, created_at=datetime.now(timezone.utc), ragtune_version=_version(),
-            base_model=settings.base_model, backend=settings.backend, device=_device_name(), limit=config.limit, limits=config.limits,
-            batch_size=config.batch_size or 0, gpu_hour_usd=config.gpu_hour_usd,
+            base_model=settings.base_model, backend=settings.backend, device=ctx.device, limit=config.limit,
+            limits=config.limits, batch_size=config.batch_size or 0, prices=prices.source, api=_endpoint(api),
             seconds=time.perf_counter() - started,
             settings={"max_model_len": settings.max_model_len, "dtype": settings.dtype,
                       "chunk_words": settings.chunk_words, "max_loras": settings.max_loras},
         ),
-        style_classifier=StyleInfo(**style.info.model_dump()) if style else None,
         suites=results,
     )
     results_path = run_dir / "results.json"

@@ -28,7 +28,7 @@ def score_outputs(suite: Suite, items: list[Item], outputs: list[str], style=Non
             raise ValueError("a 'style' suite needs the style classifier")
         from eval.style import content_similarity
 
-        probs = style.archaic_probability(outputs)
+        probs = style.target_probability(outputs)
         content = content_similarity(outputs, [str(it.reference) for it in items])
         return [{"style": p, "content": c} for p, c in zip(probs, content)]
     raise ValueError(f"unknown metric kind {kind!r}")  # unreachable: MetricSpec validates it

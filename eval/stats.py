@@ -1,4 +1,4 @@
-"""Uncertainty and cost: bootstrap intervals, paired comparisons, latency percentiles, $ per 1k requests.
+"""Uncertainty: bootstrap intervals, paired comparisons, sample sizes, latency percentiles.
 
 Eval suites are small (tens of items), so every mean is reported with a 95% interval and every
 "A beats B" with a paired interval: the same items answered by two arms are compared item by
@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_RESAMPLES = 2000
 DEFAULT_SEED = 20240601
-DEFAULT_GPU_HOUR_USD = 3.5  # one H200 on demand, the same default as trainer.config.gpu_hour_usd
 
 
 class Interval(BaseModel):
@@ -42,6 +41,9 @@ class PairedDiff(BaseModel):
     p_value: float = Field(description="Two-sided bootstrap p-value for 'no difference'.")
     significant: bool = Field(description="True when the 95% interval excludes 0.")
     n: int
+    n_needed: int | None = Field(
+        default=None, description="When not significant: paired items a difference of this size would need to be "
+        "significant (two-sided 5%, 80% power, the observed spread of per-item differences).")
 
 
 def bootstrap_mean(
@@ -97,10 +99,28 @@ def paired_bootstrap(
     else:
         p = 2 * min(float(np.mean(means <= 0)), float(np.mean(means >= 0)))
         p = float(min(1.0, max(p, 1.0 / resamples)))
+    significant = bool(low > 0 or high < 0)
     return PairedDiff(
         a=names[0], b=names[1], metric=metric, diff=float(d.mean()), low=low, high=high,
-        p_value=p, significant=bool(low > 0 or high < 0), n=int(d.size),
+        p_value=p, significant=significant, n=int(d.size), n_needed=None if significant else items_needed(d),
     )
+
+
+Z_TWO_SIDED_5PCT = 1.959964
+Z_POWER_80PCT = 0.841621
+
+
+def items_needed(differences: Sequence[float]) -> int | None:
+    """Paired items for a difference of the observed mean to be significant with 80% power.
+
+    The usual normal-approximation sample size for a paired mean, n = ((z_0.975 + z_0.8) sd / |mean|)^2,
+    with sd the spread of the per-item differences. None when the differences are all equal (no
+    spread to estimate, or no difference at all): more items of the same kind would not help.
+    """
+    d = np.asarray(differences, dtype=float)
+    if d.size < 2 or d.std(ddof=1) == 0 or d.mean() == 0:
+        return None
+    return int(np.ceil(((Z_TWO_SIDED_5PCT + Z_POWER_80PCT) * d.std(ddof=1) / abs(d.mean())) ** 2))
 
 
 class LatencyStats(BaseModel):
@@ -119,12 +139,3 @@ def latency_stats(per_item_ms: Sequence[float], total_s: float) -> LatencyStats:
     return LatencyStats(
         p50_ms=float(np.percentile(x, 50)), p95_ms=float(np.percentile(x, 95)), mean_ms=float(x.mean()), total_s=total_s
     )
-
-
-def cost_per_1k_requests(seconds_per_request: float, hour_usd: float) -> float:
-    """$ for 1000 requests at the measured (batched) wall seconds per request and a machine price.
-
-    On a CPU the measured time is CPU wall time, priced as if it were an hour of the accelerator
-    named by ``hour_usd``: it compares arms with each other, not with a real GPU bill.
-    """
-    return seconds_per_request * 1000 / 3600 * hour_usd

@@ -1,10 +1,13 @@
-"""Voice scoring: a plain-vs-archaic style classifier and a content-preservation score.
+"""Voice scoring: a per-suite style classifier and a content-preservation score.
 
 The classifier is logistic regression on all-MiniLM-L6-v2 sentence embeddings (the retriever's
-model, so nothing new is loaded), trained on the voice suite's *train* split: BBE verses are
-label 0 (plain), their ASV counterparts label 1 (archaic). Because each verse appears on both
-sides, the classifier cannot win on content: it has to pick up the register. Its held-out
-accuracy on the *test* split is reported with every run, so a reader can judge the score.
+model, so nothing new is loaded), fitted on the suite's own (source, target) pairs
+(``metric.style``): sources are label 0, targets label 1. Because each pair carries the same
+content on both sides, the classifier cannot win on content: it has to pick up the voice. One
+classifier for every voice would score a new register by how much it resembles another one, so
+each suite fits its own, cached by a hash of its pairs. Its accuracy on held-out pairs is reported
+with every run; a classifier near chance cannot tell the voices apart, and the suite is then not
+decided on style (``StylePairs.min_accuracy``).
 """
 
 from __future__ import annotations
@@ -18,26 +21,26 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from eval.suites import REPO
+from eval.suites import StylePairs, read_jsonl, resolve_path
 
-TRAIN_PATH = REPO / "data" / "bible_bbe2asv" / "train.jsonl"
-TEST_PATH = REPO / "data" / "bible_bbe2asv" / "test.jsonl"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 class StyleClassifierInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    train_pairs: int = Field(description="Verse pairs used for fitting (2 texts each).")
-    test_pairs: int = Field(description="Held-out test-split pairs used for the accuracy.")
-    heldout_accuracy: float = Field(description="Accuracy on the held-out texts (plain vs archaic).")
+    pairs_path: str = Field(description="The pairs it was fitted on.")
+    train_pairs: int = Field(description="Pairs used for fitting (2 texts each).")
+    test_pairs: int = Field(description="Held-out pairs used for the accuracy.")
+    heldout_accuracy: float = Field(description="Accuracy on the held-out texts (source vs target voice).")
+    min_accuracy: float = Field(description="Below this the suite is not decided on style.")
     fit_seconds: float = Field(description="Embedding + fitting time when it was fitted.")
     cached: bool = Field(description="Loaded from the cache instead of fitted in this run.")
     data_sha256: str
 
-
-def _read(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    @property
+    def near_chance(self) -> bool:
+        return self.heldout_accuracy < self.min_accuracy
 
 
 def _embed(texts: list[str]) -> np.ndarray:
@@ -46,47 +49,68 @@ def _embed(texts: list[str]) -> np.ndarray:
     return np.stack(embed_texts(list(texts))) if texts else np.zeros((0, 384), dtype=np.float32)
 
 
+def _pairs(rows: list[dict], spec: StylePairs, path: Path) -> list[tuple[str, str]]:
+    out = []
+    for n, r in enumerate(rows, start=1):
+        if spec.source_field not in r or spec.target_field not in r:
+            from ragtune.errors import ConfigError
+
+            raise ConfigError(f"{path}: row {n} lacks {spec.source_field!r} or {spec.target_field!r} "
+                              f"(has: {', '.join(sorted(r))})", param="metric.style")
+        src, tgt = str(r[spec.source_field]).strip(), str(r[spec.target_field]).strip()
+        if src and tgt and src != tgt:  # an identical pair carries no voice
+            out.append((src, tgt))
+    return out
+
+
+def split_pairs(spec: StylePairs) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(fit, held-out) pairs: the held-out file, or the tail of the pairs file never fitted on."""
+    path = resolve_path(spec.path)
+    pairs = _pairs(read_jsonl(path), spec, path)
+    if spec.heldout_path is not None:
+        held_path = resolve_path(spec.heldout_path)
+        return pairs[: spec.fit_pairs], _pairs(read_jsonl(held_path), spec, held_path)[: spec.heldout_pairs]
+    n_held = max(1, round(len(pairs) * spec.heldout_fraction))
+    return pairs[: len(pairs) - n_held][: spec.fit_pairs], pairs[len(pairs) - n_held:][: spec.heldout_pairs]
+
+
 class StyleClassifier:
-    """P(archaic) of a text, plus cosine content similarity; fitted once and cached on disk."""
+    """P(target voice) of a text, fitted once per pairs file and cached on disk."""
 
     def __init__(self, model, info: StyleClassifierInfo):
         self.model = model
         self.info = info
 
     @classmethod
-    def load_or_fit(cls, cache_dir: Path, *, train_pairs: int = 1000, test_pairs: int = 200,
-                    train_path: Path = TRAIN_PATH, test_path: Path = TEST_PATH) -> StyleClassifier:
-        """The cached classifier for these data and sizes, or a freshly fitted one (then cached).
+    def load_or_fit(cls, cache_dir: Path, spec: StylePairs) -> StyleClassifier:
+        """The cached classifier for these pairs and sizes, or a freshly fitted one (then cached).
 
-        Fitting embeds 2 x ``train_pairs`` texts (~20-40 s on 2 CPU cores); the cache key is the data
-        hash and the sizes, so a changed split refits.
+        Fitting embeds 2 x fit pairs texts (~20-40 s for 1,000 pairs on 2 CPU cores).
         """
-        digest = hashlib.sha256()
-        for p in (train_path, test_path):
-            digest.update(p.read_bytes())
-        digest.update(f"{train_pairs}/{test_pairs}/{CACHE_VERSION}".encode())
+        fit, held = split_pairs(spec)
+        if len(fit) < 10 or len(held) < 5:
+            from ragtune.errors import ConfigError
+
+            raise ConfigError(f"{spec.path}: {len(fit)} pairs to fit and {len(held)} held out; the style "
+                              "classifier needs at least 10 and 5 pairs that differ", param="metric.style")
+        digest = hashlib.sha256(json.dumps([fit, held, CACHE_VERSION]).encode())
         key = digest.hexdigest()
         file = Path(cache_dir) / f"style-{key[:16]}.pkl"
         if file.is_file():
             with file.open("rb") as fh:
                 model, info = pickle.load(fh)
-            return cls(model, StyleClassifierInfo(**{**info, "cached": True}))
+            return cls(model, StyleClassifierInfo(**{**info, "cached": True, "min_accuracy": spec.min_accuracy}))
 
         from sklearn.linear_model import LogisticRegression
 
         started = time.perf_counter()
-        train = _read(train_path)[:train_pairs]
-        test = _read(test_path)[:test_pairs]
-        x_train = _embed([r["source_text"] for r in train] + [r["target_text"] for r in train])
-        y_train = np.array([0] * len(train) + [1] * len(train))
+        x_fit = _embed([s for s, _ in fit] + [t for _, t in fit])
         model = LogisticRegression(max_iter=2000, C=1.0)
-        model.fit(x_train, y_train)
-        # Identical BBE/ASV pairs (a few verses read the same in both) carry no style: skip them.
-        test = [r for r in test if r["source_text"].strip() != r["target_text"].strip()]
-        x_test = _embed([r["source_text"] for r in test] + [r["target_text"] for r in test])
-        y_test = np.array([0] * len(test) + [1] * len(test))
-        accuracy = float((model.predict(x_test) == y_test).mean())
-        info = StyleClassifierInfo(train_pairs=len(train), test_pairs=len(test), heldout_accuracy=accuracy,
+        model.fit(x_fit, np.array([0] * len(fit) + [1] * len(fit)))
+        x_held = _embed([s for s, _ in held] + [t for _, t in held])
+        accuracy = float((model.predict(x_held) == np.array([0] * len(held) + [1] * len(held))).mean())
+        info = StyleClassifierInfo(pairs_path=str(spec.path), train_pairs=len(fit), test_pairs=len(held),
+                                   heldout_accuracy=accuracy, min_accuracy=spec.min_accuracy,
                                    fit_seconds=time.perf_counter() - started, cached=False, data_sha256=key)
         file.parent.mkdir(parents=True, exist_ok=True)
         tmp = file.with_suffix(".tmp")
@@ -95,8 +119,8 @@ class StyleClassifier:
         tmp.replace(file)
         return cls(model, info)
 
-    def archaic_probability(self, texts: list[str]) -> list[float]:
-        """P(archaic) per text; an empty output scores 0 (it carries no voice at all)."""
+    def target_probability(self, texts: list[str]) -> list[float]:
+        """P(target voice) per text; an empty output scores 0 (it carries no voice at all)."""
         out = [0.0] * len(texts)
         keep = [i for i, t in enumerate(texts) if t.strip()]
         if keep:

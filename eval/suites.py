@@ -25,7 +25,7 @@ from retriever.models import PassageKind
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_DIR = Path(__file__).resolve().parent / "suites"
-ARMS = ("base", "rag", "ft", "hybrid")
+ARMS = ("base", "rag", "ft", "hybrid", "api", "api-rag")
 Expectation = Literal["rag", "ft", "both"]
 
 # The metrics each metric kind produces, the direction of each (True = higher is better).
@@ -117,9 +117,29 @@ class PromptSpec(_Strict):
     stop: list[str] = Field(default_factory=list, description="Extra stop strings (the router adds its own).")
 
 
+class StylePairs(_Strict):
+    """'style' metric: the suite's own (source, target) text pairs the voice classifier is fitted on.
+
+    Each pair puts the same content on both sides, so the classifier cannot win on content: it has
+    to learn the register. Its accuracy on held-out pairs is reported beside the score.
+    """
+
+    path: Path = Field(description="JSONL of pairs (a train split: never the eval items).")
+    source_field: str = Field(default="source_text", description="The plain side (label 0).")
+    target_field: str = Field(default="target_text", description="The voice the adapter should write in (label 1).")
+    fit_pairs: int = Field(default=1000, ge=10, description="Most pairs to fit on.")
+    heldout_path: Path | None = Field(default=None, description="Pairs for the held-out accuracy "
+                                      "(default: the last heldout_fraction of `path`, never fitted on).")
+    heldout_pairs: int = Field(default=200, ge=5)
+    heldout_fraction: float = Field(default=0.2, gt=0, lt=1)
+    min_accuracy: float = Field(default=0.65, gt=0.5, le=1, description="Below this held-out accuracy the "
+                                "classifier is near chance and the suite is not decided on style.")
+
+
 class MetricSpec(_Strict):
     kind: Literal["qa", "json", "style", "fact"]
     primary: str = Field(description="The metric the decision is made on.")
+    style: StylePairs | None = Field(default=None, description="'style' metric: the pairs its classifier is fit on.")
     schema_path: Path | None = Field(
         default=None, alias="schema",
         description="'json' metric: a JSON Schema the answer must satisfy (adds the schema_valid score).",
@@ -132,6 +152,10 @@ class MetricSpec(_Strict):
             raise ValueError(f"primary {self.primary!r} is not a '{self.kind}' metric (one of: {', '.join(known)})")
         if self.schema_path is not None and self.kind != "json":
             raise ValueError(f"'schema' applies to the 'json' metric only (this one is '{self.kind}')")
+        if self.kind == "style" and self.style is None:
+            raise ValueError("metric kind 'style' needs 'style' (the source/target pairs its classifier is fit on)")
+        if self.style is not None and self.kind != "style":
+            raise ValueError(f"'style' applies to the 'style' metric only (this one is '{self.kind}')")
         if self.primary == "schema_valid" and self.schema_path is None:
             raise ValueError("primary 'schema_valid' needs 'schema' (a JSON Schema file)")
         return self
@@ -238,6 +262,9 @@ class SuiteSpec(_Strict):
         "trained to answer from passages, while ft is a closed-book knowledge adapter). Default: `adapter`.")
     retrieval: RetrievalSpec | None = Field(default=None, description="null: no store; rag and hybrid are skipped.")
     batch_size: int = Field(default=16, ge=1, le=256)
+    facts_change_per_month: float = Field(
+        default=0.0, ge=0, description="How often the suite's facts change: the cost model retrains an adapter "
+        "arm that often (retrieval arms only re-ingest).")
 
     @field_validator("adapter", "hybrid_adapter", mode="before")
     @classmethod
@@ -263,7 +290,7 @@ class SuiteSpec(_Strict):
         return None
 
     def arm_applicable(self, arm: str) -> tuple[bool, str]:
-        if arm in ("rag", "hybrid") and self.retrieval is None:
+        if arm in ("rag", "hybrid", "api-rag") and self.retrieval is None:
             return False, "the suite declares no retrieval store"
         if arm in ("ft", "hybrid") and self.arm_adapter(arm) is None:
             return False, "the suite declares no adapter (there is nothing to fine-tune for it)"

@@ -188,7 +188,7 @@ class Router:
         start = time.perf_counter()
         route, query, passages, retrieval_ms = await asyncio.to_thread(self._plan_timed, query)
         request = self._request(query, route, passages)
-        citations = _citations(passages)
+        citations = citations_for(passages)
         pieces = self.backend.astream(request)
         first = await anext(pieces)  # the engine accepted the request (or raised its 4xx)
 
@@ -250,6 +250,13 @@ class Router:
             json_object=q.json_object,
         )
 
+    def retrieve(self, query: ChatQuery):
+        """The passages ``query`` asks for (its retrieval query, collection, top_k, tenant and as_of):
+        what a retrieval route puts in the prompt, for callers that build their own (the eval's api arm)."""
+        if self.store is None:
+            raise InvalidRequestError("Retrieval was requested but no fact store is configured.", param="retrieval")
+        return self._retrieve(query)
+
     def _retrieve(self, query: ChatQuery):
         question = query.retrieval_query or query.messages[-1].content
         return self.store.search(
@@ -268,7 +275,7 @@ async def _chain(first: list, rest: AsyncIterator) -> AsyncIterator:
         yield item
 
 
-def _citations(passages) -> list[Citation]:
+def citations_for(passages) -> list[Citation]:
     return [
         Citation(index=i, id=p.doc_id, chunk_id=p.id, source=p.source, score=p.score, text=p.text, kind=p.kind,
                  version=p.version, valid_from=p.valid_from, valid_to=p.valid_to)
@@ -280,7 +287,7 @@ def _answer(g, route: Route, passages, latency_ms: float, *, text: str, retrieva
             ttft_ms: float | None = None) -> Answer:
     return Answer(
         text=text,
-        citations=_citations(passages),
+        citations=citations_for(passages),
         route=route,
         prompt_tokens=g.prompt_tokens,
         completion_tokens=g.completion_tokens,

@@ -199,6 +199,11 @@ def load_config(path: Path | None = None, **overrides: Any) -> TrainConfig:
         raise ConfigError(f"{source}: {_describe(exc)}", param=_first_field(exc)) from exc
 
 
+def read_recipe(path: Path) -> dict[str, Any]:
+    """A recipe's fields as written (``extends`` resolved), without validating them into a config."""
+    return _read_yaml(Path(path))
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path.resolve() in seen:
         chain = " -> ".join(str(p) for p in (*seen, path.resolve()))

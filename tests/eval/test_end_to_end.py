@@ -16,28 +16,35 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _run(tmp_path, settings, vllm_backend, suites, limit, run_id="t"):
+def _run(tmp_path, settings, vllm_backend, suites, limit, run_id="t", **extra):
     from eval.run import EvalConfig, run_eval
 
     before = vllm_backend.adapter_names()
     config = EvalConfig(suites=suites, limit=limit, out=tmp_path / "reports", run_id=run_id, progress=False,
-                        cache_dir=tmp_path / "cache", batch_size=4)
+                        cache_dir=tmp_path / "cache", batch_size=4, **extra)
     results, run_dir = run_eval(config, settings, backend=vllm_backend)
     assert vllm_backend.adapter_names() == before  # adapters loaded for the run were unloaded
     return results, run_dir
 
 
-def test_format_and_hybrid_end_to_end(tmp_path, settings, vllm_backend):
+def test_format_and_hybrid_end_to_end(tmp_path, settings, vllm_backend, api_server, price_file):
+    """All six arms: the api arms ask ragtune's own service (an OpenAI-compatible server) as the hosted model."""
     from eval.results import EvalResults, validate_results
 
-    results, run_dir = _run(tmp_path, settings, vllm_backend, ["format", "hybrid"], 2)
+    api = tmp_path / "api.yaml"
+    api.write_text(f"base_url: {api_server}/v1\nmodel: base\napi_key_env: null\nprice: test-model\nconcurrency: 2\n")
+    results, run_dir = _run(tmp_path, settings, vllm_backend, ["format", "hybrid"], 2, api_config=api,
+                            prices=price_file, traffic=50_000)
     assert (run_dir / "report.html").is_file()
     parsed = validate_results(run_dir / "results.json")  # against eval/results.schema.json
     assert isinstance(parsed, EvalResults) and [s.name for s in parsed.suites] == ["format", "hybrid"]
     for suite in parsed.suites:
         assert suite.n_items == 2 and suite.adapter == "e2e-json"
         arms = {a.arm: a for a in suite.arms}
-        assert set(arms) == {"base", "rag", "ft", "hybrid"} and all(a.status == "ok" for a in arms.values())
+        assert set(arms) == {"base", "rag", "ft", "hybrid", "api", "api-rag"}
+        assert all(a.status == "ok" for a in arms.values()), [(a.arm, a.reason) for a in arms.values()]
+        assert arms["api"].items[0].route == "api:base" and arms["api-rag"].items[0].citations
+        assert arms["api"].endpoint.startswith("base at http://127.0.0.1")
         assert arms["ft"].items[0].route == "e2e-json" and arms["base"].items[0].route == "base"
         assert arms["rag"].items[0].citations and not arms["ft"].items[0].citations
         assert arms["hybrid"].items[0].citations
@@ -47,8 +54,17 @@ def test_format_and_hybrid_end_to_end(tmp_path, settings, vllm_backend):
         assert [t.adapter for t in suite.training] == ["e2e-json"] and suite.training[0].cost_usd > 0  # its card
         assert all(a.empty_rate is not None and a.empty_answers is not None for a in arms.values())
         assert suite.decision.winner in arms and suite.decision.expected == ("ft" if suite.name == "format" else "hybrid")
+        cost = suite.cost
+        assert {c.arm for c in cost.arms} == set(arms) and cost.traffic == 50_000
+        api_cost = next(c for c in cost.arms if c.arm == "api")
+        expected = (arms["api"].prompt_tokens_mean * 2.0 + arms["api"].completion_tokens_mean * 10.0) / 1e6 * 1000
+        assert api_cost.kind == "api" and api_cost.per_1k_usd == pytest.approx(expected)
+        ft_cost = next(c for c in cost.arms if c.arm == "ft")
+        assert ft_cost.kind == "self-hosted" and ft_cost.one_off_usd > 0  # the card's GPU hours, priced
+        assert cost.pick is not None and cost.pick.arm in cost.pick.eligible and str(price_file) == cost.prices.source
     html = (run_dir / "report.html").read_text()
     assert "Decision" in html and "data:image/png;base64," in html and "hybrid" in html
+    assert "Cost and break-even" in html and "Cost pick:" in html and "test-model" in html
     # the run's store is private to the run folder
     assert (run_dir / "chroma").is_dir()
 
@@ -83,8 +99,12 @@ def test_changing_facts_protocol_tiny(tmp_path, settings, vllm_backend):
         history = store.history(r["id"], collection="eval-tiny-changing")
         assert [(v.valid_from, v.valid_to) for v in history] == [(date(2025, 1, 1), date(2026, 6, 1)),
                                                                  (date(2026, 6, 1), None)]
-    for arm in arms.values():
+    assert {arms["api"].status, arms["api-rag"].status} == {"not_configured"}  # no --api-config: not an error
+    for arm in (a for a in arms.values() if a.status == "ok"):
         assert set(arm.metrics) == {"current", "stale"}
+    # the facts change monthly (the suite says so): the adapter arms are retrained that often, rag is not
+    retrains = {c.arm: c.retrains_per_month for c in suite.cost.arms}
+    assert retrains == {"base": 0.0, "rag": 0.0, "ft": 1.0, "hybrid": 1.0}
     # the as_of probe: rag asked as of a day when v1 held
     assert suite.as_of is not None and suite.as_of.as_of == date(2026, 1, 1)
     assert set(suite.as_of.rag_as_of) == {"current", "stale"} and suite.as_of.ft_today is not None
@@ -100,7 +120,7 @@ def test_facts_four_arms_with_the_shipped_reader_and_knowledge_adapter(tmp_path,
     the reader over the passages; rag stays the bare base model."""
     results, _ = _run(tmp_path, settings, vllm_backend, ["facts"], 3)
     suite = results.suites[0]
-    arms = {a.arm: a for a in suite.arms}
+    arms = {a.arm: a for a in suite.arms if a.status != "not_configured"}
     assert all(a.status == "ok" for a in arms.values())
     assert suite.adapter.startswith("timeqa-closed-book-") and suite.hybrid_adapter == "reader"
     assert {t.adapter: t.origin for t in suite.training} == {suite.adapter: "shipped", "reader": "shipped"}
@@ -109,4 +129,4 @@ def test_facts_four_arms_with_the_shipped_reader_and_knowledge_adapter(tmp_path,
     assert {i.route for i in arms["rag"].items} == {"base"}  # reader: false for the rag arm
     for item in arms["hybrid"].items:  # the reader answers with a citation, or abstains
         assert item.output == "not in the passages" or "[" in item.output, item.output
-    assert suite.decision.expected_arms == ["rag", "hybrid"] and suite.decision.mechanism == "retrieval"
+    assert suite.decision.expected_arms == ["rag", "hybrid", "api-rag"] and suite.decision.mechanism == "retrieval"

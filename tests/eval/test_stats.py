@@ -45,8 +45,19 @@ def test_paired_bootstrap_sign_and_significance():
         stats.paired_bootstrap([1.0], [1.0, 0.0])
 
 
-def test_latency_and_cost():
+def test_latency():
     lat = stats.latency_stats([10.0] * 19 + [100.0], total_s=0.29)
     assert lat.p50_ms == 10.0 and lat.p95_ms == pytest.approx(14.5) and lat.total_s == 0.29
-    # 0.36 s per request at $3.5/h: 1000 requests = 360 s = 0.1 h = $0.35
-    assert stats.cost_per_1k_requests(0.36, 3.5) == pytest.approx(0.35)
+
+
+def test_items_needed_follows_the_paired_sample_size_formula():
+    # differences with mean 0.1 and sd 0.5: n = ((1.96 + 0.8416) * 0.5 / 0.1)^2 = 196.2 -> 197
+    d = np.array([0.6, -0.4] * 10)
+    assert d.mean() == pytest.approx(0.1) and d.std(ddof=1) == pytest.approx(0.513, abs=1e-3)
+    expected = int(np.ceil(((1.959964 + 0.841621) * d.std(ddof=1) / 0.1) ** 2))
+    assert stats.items_needed(d) == expected
+    diff = stats.paired_bootstrap(d + 0.5, np.full(20, 0.5))
+    assert not diff.significant and diff.n_needed == expected > diff.n
+    # a significant difference needs no estimate; equal scores give none (more items would not help)
+    assert stats.paired_bootstrap(np.ones(20), np.zeros(20)).n_needed is None
+    assert stats.items_needed(np.zeros(20)) is None

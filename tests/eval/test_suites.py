@@ -166,6 +166,8 @@ def test_decision_rules():
     scores["base"] = [1.0] + scores["base"][1:]  # base ahead by one item
     d, _ = _decide(suite, _arms(scores), scores)
     assert d.winner == "base" and d.verdict == "tie" and "within noise" in d.note
+    # not significant: the summary says how many items a difference this size would need
+    assert d.margin.n_needed > 40 and f"would need ~{d.margin.n_needed:,} items" in d.summary
     d, _ = _decide(suite, _arms({"base": bad}), {"base": bad})
     assert d.verdict == "undecided" and d.margin is None
 
@@ -178,9 +180,23 @@ def test_decision_rule_names_a_mechanism_not_an_arm():
                            for n, v in scores.items()]
     scores = {"base": weak, "rag": [x * 0.8 for x in strong], "ft": weak, "hybrid": strong}
     d, _ = _decide(suite, arms(scores), scores)
-    assert d.winner == "hybrid" and d.verdict == "agrees" and d.expected_arms == ["rag", "hybrid"]
+    assert d.winner == "hybrid" and d.verdict == "agrees" and d.expected_arms == ["rag", "hybrid", "api-rag"]
     assert d.mechanism == "retrieval" and d.mechanism_margin.a == "hybrid" and d.mechanism_margin.b in ("base", "ft")
     assert d.mechanism_margin.significant and "With retrieval: best hybrid" in d.summary
     scores = {"base": weak, "rag": weak, "ft": strong, "hybrid": weak}
     d, _ = _decide(suite, arms(scores), scores)
     assert d.winner == "ft" and d.verdict == "disagrees" and "expects retrieval" in d.note
+
+
+def test_a_voice_suite_whose_classifier_is_near_chance_is_not_decided():
+    from eval.results import StyleInfo
+
+    suite = load_suite(Path("eval/suites/voice.yaml"))  # primary: style
+    scores = {"base": [0.2, 0.3] * 10, "ft": [0.9, 0.8] * 10}
+    arms = [ArmResult(arm=n, status="ok", metrics={"style": bootstrap_mean(v)}) for n, v in scores.items()]
+    info = dict(pairs_path="p", train_pairs=100, test_pairs=30, min_accuracy=0.65, fit_seconds=1.0, cached=False,
+                data_sha256="x")
+    d, _ = _decide(suite, arms, scores, StyleInfo(heldout_accuracy=0.55, **info))
+    assert d.verdict == "undecided" and d.winner is None and "55% of held-out texts" in d.summary
+    d, _ = _decide(suite, arms, scores, StyleInfo(heldout_accuracy=0.80, **info))
+    assert d.verdict == "agrees" and d.winner == "ft"
