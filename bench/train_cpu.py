@@ -87,8 +87,8 @@ def main() -> None:
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps({k: out[k] for k in ("seconds_per_step_median", "tokens_per_second", "train_adapter_wall_s",
                                           "rows_per_step", "tokens_per_row_mean")}, indent=2))
-    print(f"effective: micro-batch {effective['micro_batch']} x {effective['accumulation']}, "
-          f"checkpointing {effective['gradient_checkpointing']}")
+    print(f"effective: micro-batch {effective.get('micro_batch')} x {effective.get('accumulation')}, "
+          f"checkpointing {effective.get('gradient_checkpointing')}")
 
 
 if __name__ == "__main__":

@@ -193,7 +193,8 @@ def cheapest_within(costs: list[ArmCost], quality: dict[str, float], *, higher_i
     sign = 1 if higher_is_better else -1
     best = max(priced, key=lambda a: sign * quality[a])
     eligible = [a for a in priced if sign * (quality[best] - quality[a]) <= margin + 1e-12]
-    eligible.sort(key=lambda a: priced[a].monthly_usd(traffic))
+    # Bills equal to the cent (always-on servers at low traffic) go to the better arm.
+    eligible.sort(key=lambda a: (round(priced[a].monthly_usd(traffic), 2), -sign * quality[a]))
     pick = eligible[0]
     monthly = priced[pick].monthly_usd(traffic)
     if pick == best:

@@ -1,7 +1,9 @@
 """Run suites through the arms and write ``reports/<run-id>/{report.html,results.json}``.
 
-Order inside a suite (it matters for changing facts): ingest the documents, get the adapter
-(existing, cached or trained now), upsert the update documents, then ask every arm.
+Every suite's adapters are found or trained first, before the generation engine starts (on a CPU
+an idle engine beside the trainer slows it down). Then, per suite (the order matters for changing
+facts): ingest the documents, upsert the update documents, then ask every arm. The adapters learn
+from the suite's files, never from the store, so training first changes nothing they learn.
 """
 
 from __future__ import annotations
@@ -202,8 +204,24 @@ class RunContext:
     device: str
 
 
+def resolve_adapters(suite: Suite, settings: Settings, config: EvalConfig, cache_dir: Path,
+                     console: Console) -> dict[str, adapter_mod.ResolvedAdapter | None]:
+    """The ft and hybrid arms' adapters, trained now if need be (before the engine starts: on a
+    CPU an idle engine beside the trainer still slows it down)."""
+    arm_adapters: dict[str, adapter_mod.ResolvedAdapter | None] = {}
+    resolved: dict[int, adapter_mod.ResolvedAdapter | None] = {}  # by spec: ft and hybrid often share one
+    for arm in ("ft", "hybrid"):
+        arm_spec = suite.spec.arm_adapter(arm)
+        if id(arm_spec) not in resolved:
+            resolved[id(arm_spec)] = adapter_mod.resolve(suite, arm_spec, settings, cache_dir, config.adapters_dirs,
+                                                         progress=config.progress, console=console)
+        arm_adapters[arm] = resolved[id(arm_spec)]
+    return arm_adapters
+
+
 def run_suite(suite: Suite, router, store, settings: Settings, config: EvalConfig, cache_dir: Path,
-              ctx: RunContext, progress: Progress | None, console: Console) -> SuiteResult:
+              ctx: RunContext, progress: Progress | None, console: Console,
+              arm_adapters: dict[str, adapter_mod.ResolvedAdapter | None]) -> SuiteResult:
     started = time.perf_counter()
     spec = suite.spec
     style = None
@@ -222,14 +240,6 @@ def run_suite(suite: Suite, router, store, settings: Settings, config: EvalConfi
         docs, chunks, secs = ingest(store, suite, items, spec.retrieval.documents)
         ingest_info = IngestInfo(collection=spec.collection, documents=docs, chunks=chunks, seconds=secs)
 
-    arm_adapters: dict[str, adapter_mod.ResolvedAdapter | None] = {}
-    resolved: dict[int, adapter_mod.ResolvedAdapter | None] = {}  # by spec: ft and hybrid often share one
-    for arm in ("ft", "hybrid"):
-        arm_spec = spec.arm_adapter(arm)
-        if id(arm_spec) not in resolved:
-            resolved[id(arm_spec)] = adapter_mod.resolve(suite, arm_spec, settings, cache_dir, config.adapters_dirs,
-                                                         progress=config.progress, console=console)
-        arm_adapters[arm] = resolved[id(arm_spec)]
     distinct = list({a.name: a for a in arm_adapters.values() if a is not None}.values())
     training = [t for t in map(adapter_mod.training_cost, distinct) if t is not None]
 
@@ -394,6 +404,7 @@ def run_eval(config: EvalConfig, settings: Settings | None = None, backend=None,
 
     from router.factory import build_router
 
+    adapters = {s.name: resolve_adapters(s, settings, config, cache_dir, console) for s in suites}
     own_engine = backend is None
     if own_engine:
         console.print("[dim]starting the generation engine…[/dim]")
@@ -405,7 +416,7 @@ def run_eval(config: EvalConfig, settings: Settings | None = None, backend=None,
                       console=console, disable=not config.progress) as progress:
             for suite in suites:
                 results.append(run_suite(suite, router, store, settings, config, cache_dir, ctx,
-                                         progress if config.progress else None, console))
+                                         progress if config.progress else None, console, adapters[suite.name]))
     finally:
         if own_engine:
             router.backend.close()

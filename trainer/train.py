@@ -283,10 +283,11 @@ def _build_trainer(config, runtime, base_dir, tokenizer, prepared: PreparedData,
         SFTTrainer = native_loss_trainer()  # noqa: N806 - the class to instantiate, chosen per device
     model = load_training_model(base_dir, runtime, config)
     train_ds, eval_ds = prepared.datasets()
-    if not progress:  # trl's dataset preparation ("Tokenizing train dataset ...") shows datasets' bars
-        import datasets
+    # trl's dataset preparation shows one datasets bar per map ("Tokenizing train dataset ..."):
+    # five lines of noise per split in a second; the training bar is the progress that matters.
+    import datasets
 
-        datasets.disable_progress_bars()
+    datasets.disable_progress_bars()
     trainer = SFTTrainer(
         model=model,
         args=sft_config(config, runtime, work_dir, progress),

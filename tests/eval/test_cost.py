@@ -74,6 +74,15 @@ def test_cheapest_within_the_quality_margin(tmp_path):
     assert pick.best_arm == "ft" and pick.arm == "ft"
 
 
+def test_equal_bills_go_to_the_better_arm(tmp_path):
+    prices = _prices(tmp_path)  # one always-on machine: every self-hosted arm pays $1,460 at low traffic
+    costs = [self_hosted_cost("rag", 0.36, prices, measured_on="cpu"),
+             self_hosted_cost("ft", 0.18, prices, measured_on="cpu", one_off_usd=0.01)]  # + $0.001 / month
+    pick = cheapest_within(costs, {"rag": 0.80, "ft": 0.81}, higher_is_better=True, margin=0.02, traffic=1e4,
+                           metric="f1")
+    assert pick.arm == "ft" and pick.best_arm == "ft"
+
+
 def test_training_cost_from_the_cards_hours(tmp_path):
     prices = _prices(tmp_path)
     assert training_usd(0.5, 0.0, prices) == pytest.approx(2.0) and training_usd(0.0, 2.0, prices) == pytest.approx(1.0)
