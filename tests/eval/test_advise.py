@@ -104,3 +104,45 @@ def test_advise_end_to_end_on_the_shipped_examples(tmp_path, settings, vllm_back
 
     again, _ = advise(cfg.model_copy(update={"limit": 2}), settings, backend=vllm_backend)
     assert again.suites[0].training[0].origin == "cached"  # resumed: the adapter is not trained twice
+
+
+@pytest.mark.parametrize("task", ["format", "facts", "voice"])
+def test_the_generated_suite_loads_for_every_task(tmp_path, task):
+    """The suite advise writes is an ordinary suite: it loads, renders its items and few-shot turns,
+    and names the right metric, expectation and retrieval documents."""
+    import yaml
+
+    from eval.advise import _load_docs, build_suite, write_inputs
+    from eval.suites import load_suite
+
+    if task == "format":
+        pairs = [(f"Extract: place {i} is cheap", json.dumps({"name": f"P{i}", "priceRange": "cheap"})) for i in range(30)]
+    elif task == "facts":
+        pairs = [(f"What is fact number {i} about Tycho Station?", f"fact {i}") for i in range(30)]
+    else:
+        pairs = [(f"Rewrite in the house voice:\nwe shipped version {i} today", f"Behold, version {i} hath shipped.")
+                 for i in range(30)]
+    train, test, _ = split_rows(_rows(pairs), 0.2)
+    docs = _load_docs(REPO / "data" / "demo" / "corpus") if task == "facts" else []
+    cfg = AdviseConfig(examples=tmp_path / "x.jsonl", out=tmp_path / "out", max_steps=3)
+    cfg.out.mkdir()
+    write_inputs(cfg, task, train, test, docs)
+    spec = build_suite(cfg, task, train, test, len(docs), cuda=False, name="advise-x")
+    (cfg.out / "suite.yaml").write_text(yaml.safe_dump(spec))
+    suite = load_suite(cfg.out / "suite.yaml")
+    items = suite.items()
+    assert len(items) == len(test) and items[0].user == test[0].input and len(suite.few_shot) == 3
+    kind, expect = {"format": ("json", "ft"), "facts": ("qa", "rag"), "voice": ("style", "ft")}[task]
+    assert (suite.spec.metric.kind, suite.spec.expect) == (kind, expect)
+    assert suite.spec.adapter.train.config["max_steps"] == 3
+    documents = suite.spec.retrieval.documents
+    if task == "facts":
+        assert documents.kind == "fact" and (cfg.out / "documents.jsonl").is_file()
+        assert items[0].reference == [test[0].output]
+    else:  # no documents: similar training examples are retrieved as solved examples
+        assert documents.kind == "example" and documents.path.name == "train.jsonl"
+    if task == "voice":  # the classifier sees the text without the instruction every input repeats
+        row = json.loads((cfg.out / "train.jsonl").read_text().splitlines()[0])
+        assert row["source"].startswith("we shipped version") and suite.spec.metric.style.source_field == "source"
+    if task == "format":
+        assert isinstance(items[0].reference, dict) and suite.spec.prompt.stop == ["\n"]
