@@ -54,6 +54,19 @@ class TrainConfig(BaseModel):
     gradient_checkpointing: bool = Field(
         default=True, description="Recompute activations in backward: less memory, ~30% slower."
     )
+    liger_kernels: bool | None = Field(
+        default=None, description="liger-kernel's Triton RMSNorm, SwiGLU and RoPE (the `gpu` extra brings it). "
+        "Unset: on with CUDA when liger-kernel is installed; always off on CPU (Triton needs a GPU).",
+    )
+    padding_free: bool | None = Field(
+        default=None, description="Concatenate each batch's rows into one sequence (positions restart per row, "
+        "attention stays within a row) instead of padding them to the longest: no compute or memory on padding, "
+        "the same rows per step. Unset: on with CUDA, off on CPU.",
+    )
+    activation_offloading: bool = Field(
+        default=False, description="CUDA only: keep checkpointed activations in pinned CPU memory (trl's "
+        "activation offloading): less GPU memory for a little speed.",
+    )
 
     # --- LoRA
     lora_r: int = Field(default=16, description="LoRA rank. Raise to 32/64 when the loss plateaus high.")
@@ -260,6 +273,9 @@ class Runtime:
     gradient_checkpointing: bool = True
     micro_batch: int = 2  # examples per forward pass
     accumulation: int = 4  # forward passes per optimizer step (micro_batch x accumulation = the recipe's batch)
+    liger_kernels: bool = False
+    padding_free: bool = False
+    activation_offloading: bool = False
 
     @property
     def method(self) -> Literal["qlora-nf4", "lora-bf16"]:
@@ -275,6 +291,9 @@ class Runtime:
             "gradient_checkpointing": self.gradient_checkpointing,
             "micro_batch": self.micro_batch,
             "accumulation": self.accumulation,
+            "liger_kernels": self.liger_kernels,
+            "padding_free": self.padding_free,
+            "activation_offloading": self.activation_offloading,
             "notes": list(self.notes),
         }
 
@@ -329,6 +348,7 @@ def resolve_runtime(config: TrainConfig, *, cuda: bool | None = None,
     checkpointing = config.gradient_checkpointing
     batch = config.per_device_batch_size * config.gradient_accumulation_steps
     micro, accumulation = config.per_device_batch_size, config.gradient_accumulation_steps
+    liger, padding_free, offloading = cuda_speedups(config, cuda, notes)
     if not cuda:
         # Checkpointing buys GPU memory with ~30% more compute; a CPU has the memory and not the compute.
         if checkpointing and "gradient_checkpointing" not in config.model_fields_set:
@@ -340,4 +360,26 @@ def resolve_runtime(config: TrainConfig, *, cuda: bool | None = None,
             notes.append(f"batch {config.per_device_batch_size} x {config.gradient_accumulation_steps} run as "
                          f"{micro} x {accumulation} on CPU (same {batch} rows per step, fewer, larger passes)")
     return Runtime("cuda" if cuda else "cpu", gpu_name, gpu_count, quantization, optimizer, bf16_autocast,
-                   eval_during_training, tuple(notes), checkpointing, micro, accumulation)
+                   eval_during_training, tuple(notes), checkpointing, micro, accumulation, liger, padding_free,
+                   offloading)
+
+
+def cuda_speedups(config: TrainConfig, cuda: bool, notes: list[str]) -> tuple[bool, bool, bool]:
+    """(liger kernels, padding-free batches, activation offloading) as they will run here.
+
+    All three are GPU-side savings: Triton kernels need CUDA, and on CPU the micro-batches are sized
+    to the longest row already, so padding costs little there.
+    """
+    if not cuda:
+        if config.liger_kernels or config.padding_free or config.activation_offloading:
+            notes.append("liger_kernels / padding_free / activation_offloading are CUDA-side: off on CPU")
+        return False, False, False
+    liger = config.liger_kernels
+    if liger is None:
+        import importlib.util
+
+        liger = importlib.util.find_spec("liger_kernel") is not None
+        if not liger:
+            notes.append("liger-kernel is not installed (the `gpu` extra brings it): plain RMSNorm/SwiGLU/RoPE")
+    padding_free = True if config.padding_free is None else config.padding_free
+    return liger, padding_free, config.activation_offloading

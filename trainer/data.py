@@ -361,18 +361,23 @@ class _TrlHost:
         self.completion_only_loss = True
 
 
-def tokenize_rows(rows: list[dict[str, str]], tokenizer, *, max_length: int) -> list[dict[str, list[int]]]:
-    """Token ids and labels for prompt/completion rows through trl's own preparation path."""
+def tokenize_dataset(dataset, tokenizer, *, max_length: int):
+    """A prompt/completion ``Dataset`` as trl trains on it: ``input_ids`` and ``labels`` (-100 on prompt
+    tokens), cut to ``max_length``, rows with no completion token left dropped."""
     import tempfile
 
-    from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     with tempfile.TemporaryDirectory() as tmp:
         args = SFTConfig(output_dir=tmp, max_length=max_length, report_to=[], completion_only_loss=True, bf16=False)
-        prepared = SFTTrainer._prepare_dataset(
-            _TrlHost(tokenizer), Dataset.from_list(rows), tokenizer, args, False, None, "train"
-        )
+        return SFTTrainer._prepare_dataset(_TrlHost(tokenizer), dataset, tokenizer, args, False, None, "train")
+
+
+def tokenize_rows(rows: list[dict[str, str]], tokenizer, *, max_length: int) -> list[dict[str, list[int]]]:
+    """Token ids and labels for prompt/completion rows through trl's own preparation path."""
+    from datasets import Dataset
+
+    prepared = tokenize_dataset(Dataset.from_list(rows), tokenizer, max_length=max_length)
     return [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in prepared]
 
 

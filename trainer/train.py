@@ -38,6 +38,7 @@ from trainer.data import (
     load_training_file,
     prepare,
     supervised_fraction,
+    tokenize_dataset,
 )
 from trainer.guardrails import GuardrailCallback, early_stopping_callbacks, static_checks
 from trainer.report import REPORT_FILE, write_report
@@ -199,13 +200,26 @@ def load_training_model(base_dir: Path, runtime: Runtime, config: TrainConfig):
             base_dir, quantization_config=bnb, dtype=dtype,
             device_map={"": 0} if runtime.device == "cuda" else None,
         )
+        if runtime.liger_kernels:
+            apply_liger_kernels(model)
         # Casts norms to fp32, enables input grads and (optionally) gradient checkpointing.
         return prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=runtime.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
-    return model.to(runtime.device)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype).to(runtime.device)
+    if runtime.liger_kernels:
+        apply_liger_kernels(model)
+    return model
+
+
+def apply_liger_kernels(model) -> None:
+    """liger-kernel's Triton RMSNorm, SwiGLU and RoPE on this model instance (before LoRA wraps it:
+    the SwiGLU kernel calls the projections as modules, so their LoRA layers still run)."""
+    from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+    _apply_liger_kernel_to_instance(model, rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
+                                    fused_linear_cross_entropy=False)
 
 
 def lora_config(config: TrainConfig):
@@ -235,6 +249,7 @@ def sft_config(config: TrainConfig, runtime: Runtime, work_dir: Path, progress: 
         data_seed=config.seed,
         gradient_checkpointing=runtime.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},
+        activation_offloading=runtime.activation_offloading,
         bf16=runtime.bf16_autocast,
         use_cpu=runtime.device == "cpu",
         logging_steps=config.logging_steps,
@@ -248,7 +263,9 @@ def sft_config(config: TrainConfig, runtime: Runtime, work_dir: Path, progress: 
         load_best_model_at_end=evaluate,
         metric_for_best_model="eval_loss",
         greater_is_better=False,
-        max_length=config.max_seq_length,
+        # Padding-free rows come tokenized and truncated already (trl refuses max_length with it).
+        max_length=None if runtime.padding_free else config.max_seq_length,
+        padding_free=runtime.padding_free,
         completion_only_loss=True,  # loss on completion tokens only; the prompt is context
         packing=False,
         report_to=[],
@@ -283,6 +300,9 @@ def _build_trainer(config, runtime, base_dir, tokenizer, prepared: PreparedData,
         SFTTrainer = native_loss_trainer()  # noqa: N806 - the class to instantiate, chosen per device
     model = load_training_model(base_dir, runtime, config)
     train_ds, eval_ds = prepared.datasets()
+    if runtime.padding_free:
+        train_ds, eval_ds = (tokenize_dataset(ds, tokenizer, max_length=config.max_seq_length)
+                             for ds in (train_ds, eval_ds))
     # trl's dataset preparation shows one datasets bar per map ("Tokenizing train dataset ..."):
     # five lines of noise per split in a second; the training bar is the progress that matters.
     import datasets

@@ -131,3 +131,21 @@ def test_cuda_keeps_the_recipes_batch_and_checkpointing():
     rt = resolve_runtime(TrainConfig(style="s", data="d", per_device_batch_size=2, gradient_accumulation_steps=4),
                          cuda=True, longest_tokens=60)
     assert (rt.micro_batch, rt.accumulation, rt.gradient_checkpointing) == (2, 4, True)
+
+
+def test_gpu_speedups_are_on_with_cuda_and_off_on_cpu():
+    cfg = TrainConfig(style="s", data="d")
+    gpu = resolve_runtime(cfg, cuda=True)
+    assert gpu.padding_free and not gpu.activation_offloading
+    import importlib.util
+
+    assert gpu.liger_kernels == (importlib.util.find_spec("liger_kernel") is not None)
+    cpu = resolve_runtime(cfg, cuda=False)
+    assert not (cpu.liger_kernels or cpu.padding_free or cpu.activation_offloading)
+    # Asked for by name on CPU: still off, and the card says why.
+    asked = resolve_runtime(TrainConfig(style="s", data="d", liger_kernels=True, padding_free=True), cuda=False)
+    assert not (asked.liger_kernels or asked.padding_free)
+    assert any("CUDA-side" in n for n in asked.notes)
+    off = resolve_runtime(TrainConfig(style="s", data="d", liger_kernels=False, padding_free=False), cuda=True)
+    assert not (off.liger_kernels or off.padding_free)
+    assert {"liger_kernels", "padding_free", "activation_offloading"} <= set(gpu.as_dict())
