@@ -30,7 +30,8 @@ Assumptions (each one changes a term, so they are fields of :class:`PlanRequest`
 * ``upcast_fp32`` models ``peft.prepare_model_for_kbit_training``, which casts every non-4-bit
   parameter (embeddings, LM head, norms) to fp32; the residual stream then runs in fp32 too
   (bitsandbytes casts a 4-bit layer's output back to its input's dtype). trl 1.x's SFTTrainer
-  does not call it, but ragtune's ``trainer/train.py`` does before handing the model to it.
+  does not call it; ragtune's ``trainer/train.py`` did until 2026-12-02 and now only freezes the
+  bf16 base (``freeze_base``), so its recipe is ``upcast_fp32=False``.
 * ``loss_impl="full"``: the training loop keeps the model outputs (and so the logits) alive
   through backward, as a plain ``out = model(...); out.loss.backward()`` loop does. The loss is
   transformers' ``ForCausalLMLoss``: ``logits.float()`` then ``cross_entropy`` (log-softmax
@@ -40,9 +41,11 @@ Assumptions (each one changes a term, so they are fields of :class:`PlanRequest`
   ``trl.kernels.chunked_logprob.ChunkedLogProbFunction``) that scores only labelled positions in
   [4096 × 32768] tiles and never builds the logits; see :func:`_chunked_loss_bytes`. Checked on
   an H200 with ``bench/qlora_peak.py --loop trl`` (``bench/results/qlora_peak_trl``): reserved
-  within −11%…+6%, allocated −9%…+3%, with no constant refitted. ragtune's GPU trainer also
-  runs under bf16 autocast with ``prepare_model_for_kbit_training`` (``upcast_fp32=True,
-  autocast=True``).
+  within −11%…+6%, allocated −9%…+3%, with no constant refitted. ragtune's GPU trainer runs
+  under bf16 autocast without the fp32 cast (``autocast=True``, ``upcast_fp32=False``), with
+  liger-kernel and padding-free batches; ``bench/train_gpu.py`` (Llama-3.1-8B shape, seq 2048,
+  batch 1 and 4) measured it 3–10% below these formulas (``bench/results/train_gpu.json``):
+  liger's SwiGLU keeps less than the modelled MLP intermediates, nothing was refitted.
 * Attention runs through SDPA's flash / memory-efficient kernels: no seq² score matrix.
 * Paged 8-bit AdamW keeps its two uint8 states in CUDA managed memory (bitsandbytes' paged
   buffers), outside PyTorch's allocator: they count towards the device total, not towards

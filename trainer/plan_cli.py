@@ -50,7 +50,7 @@ def plan(
         typer.Option(
             "--loss",
             help="chunked: trl>=1.16 SFTTrainer's fused LM head (ragtune's trainer); full: plain transformers loss "
-            "on full fp32 logits. ragtune's own trainer: --upcast-fp32 --autocast (chunked is the default).",
+            "on full fp32 logits. ragtune's own trainer on a GPU: --autocast (chunked is the default).",
         ),
     ] = LossImpl.chunked,
     single_quant: Annotated[bool, typer.Option("--single-quant", help="NF4 without double quantisation.")] = False,

@@ -147,6 +147,23 @@ def test_matches_trl_bench_runs(size, seq, batch, fraction, allocated, reserved)
     assert r.term("loss").gib < 0.6
 
 
+# bench/train_gpu.py on an H200, ragtune's trainer as `ragtune train-adapter` runs it on CUDA since
+# the fp32 cast went (bf16 autocast, no upcast, liger kernels, padding-free, completion-only loss,
+# paged_adamw_8bit, GC; r=16; torch 2.11+cu130, transformers 5.19, trl 1.16, peft 0.21.2,
+# bitsandbytes 0.50.2, liger-kernel 0.8.5): bench/results/train_gpu.json, call 2.
+H200_RAGTUNE_BENCH = [
+    ("8B", 2048, 1, 0.992, 6.425, 6.842),
+    ("8B", 2048, 4, 0.992, 9.274, 10.082),
+]
+
+
+@pytest.mark.parametrize(("size", "seq", "batch", "fraction", "allocated", "reserved"), H200_RAGTUNE_BENCH)
+def test_matches_ragtunes_gpu_recipe(size, seq, batch, fraction, allocated, reserved):
+    r = plan_for(size, seq_len=seq, batch_size=batch, autocast=True, loss_token_fraction=fraction)
+    assert r.peak_allocated_gib == pytest.approx(allocated, rel=0.15)
+    assert r.peak_reserved_gib == pytest.approx(reserved, rel=0.15)
+
+
 def test_chunked_loss_terms():
     full = plan_for("8B", seq_len=2048, upcast_fp32=True, autocast=True, loss_impl="full")
     chunked = plan_for("8B", seq_len=2048, upcast_fp32=True, autocast=True)
