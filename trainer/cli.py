@@ -39,8 +39,12 @@ def register(app: typer.Typer) -> None:
         json_schema: Annotated[Path | None, typer.Option("--json-schema", help=_help("json_schema"))] = None,
         output_dir: Annotated[Path | None, typer.Option("--output-dir", help=_help("output_dir"))] = None,
         resume: Annotated[bool, typer.Option("--resume", help=_help("resume"))] = False,
+        gpus: Annotated[int, typer.Option("--gpus", min=1, help="GPUs to train on. 2 or more: one process per GPU "
+                                          "through accelerate (DDP), rank 0 publishes; 1: this process.")] = 1,
     ) -> None:
         """Train a LoRA/QLoRA adapter for a format or voice and publish it under the adapters dir."""
+        from rich.console import Console
+
         from ragtune.settings import Settings
         from trainer.config import load_config
         from trainer.train import train_adapter
@@ -50,4 +54,10 @@ def register(app: typer.Typer) -> None:
             lora_r=lora_r, max_seq_length=max_seq_length, quantization=quantization, gpu_hour_usd=gpu_hour_usd,
             json_schema=json_schema, output_dir=output_dir, resume=resume or None,
         )
-        train_adapter(cfg, Settings())
+        if gpus == 1:
+            train_adapter(cfg, Settings())
+            return
+        from trainer.distributed import launch
+        from trainer.train import print_summary
+
+        print_summary(Console(stderr=True), launch(cfg, Settings(), gpus))

@@ -316,10 +316,11 @@ def cpu_micro_batch(batch: int, longest_tokens: int | None) -> int:
 
 
 def resolve_runtime(config: TrainConfig, *, cuda: bool | None = None,
-                    longest_tokens: int | None = None) -> Runtime:
+                    longest_tokens: int | None = None, processes: int = 1) -> Runtime:
     """Turn 'auto' and CUDA-only choices into what will actually run on this machine.
 
     ``longest_tokens``: the longest training row, which bounds the CPU micro-batch.
+    ``processes``: the processes of a multi-GPU launch (each trains the recipe's batch).
     """
     import torch
 
@@ -349,6 +350,9 @@ def resolve_runtime(config: TrainConfig, *, cuda: bool | None = None,
     batch = config.per_device_batch_size * config.gradient_accumulation_steps
     micro, accumulation = config.per_device_batch_size, config.gradient_accumulation_steps
     liger, padding_free, offloading = cuda_speedups(config, cuda, notes)
+    if processes > 1:
+        notes.append(f"{processes} processes (DDP): each trains the recipe's batch of {batch} rows, so an "
+                     f"optimizer step sees {batch * processes} rows and an epoch takes 1/{processes} of the steps")
     if not cuda:
         # Checkpointing buys GPU memory with ~30% more compute; a CPU has the memory and not the compute.
         if checkpointing and "gradient_checkpointing" not in config.model_fields_set:

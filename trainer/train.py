@@ -31,6 +31,7 @@ from ragtune.models import base_model_hash, prepare_base_model
 from ragtune.publish import clear_staging, publish, recover
 from ragtune.settings import Settings
 from trainer.config import Runtime, TrainConfig, resolve_runtime
+from trainer.distributed import Rank
 from trainer.data import (
     PreparedData,
     TrainingFile,
@@ -66,14 +67,17 @@ def train_adapter(
     callbacks: list | None = None,
     progress: bool = True,
     console: Console | None = None,
-) -> TrainResult:
+) -> TrainResult | None:
     """Train ``config.style`` on ``config.data`` and publish it under the adapters dir.
 
     ``callbacks`` are extra transformers TrainerCallbacks (logging, tests). Raises
-    InvalidRequestError for bad data before any model is loaded.
+    InvalidRequestError for bad data before any model is loaded. In a multi-GPU launch every
+    process trains and rank 0 alone settles the work dir, evaluates and publishes; the other
+    ranks return None.
     """
     started = time.perf_counter()
-    console = console or Console(stderr=True, quiet=not progress)
+    rank = Rank.from_env()
+    console = console or Console(stderr=True, quiet=not progress or not rank.is_main)
 
     # Data first: a bad file must fail in a second, not after a minute of model loading.
     data = load_training_file(config.data)
@@ -84,7 +88,8 @@ def train_adapter(
     tokenizer = _load_tokenizer(base_dir)
     prepared = prepare(data, tokenizer, max_seq_length=config.max_seq_length,
                        eval_fraction=config.eval_fraction, seed=config.seed)
-    runtime = resolve_runtime(config, longest_tokens=min(config.max_seq_length, prepared.longest_tokens(tokenizer)))
+    runtime = resolve_runtime(config, longest_tokens=min(config.max_seq_length, prepared.longest_tokens(tokenizer)),
+                              processes=rank.world)
     for note in runtime.notes:
         console.print(f"[dim]note:[/dim] {note}")
     warnings = static_checks(config, len(prepared.train_rows))
@@ -96,21 +101,27 @@ def train_adapter(
 
     final_dir = config.adapter_dir(settings)
     work_dir = config.work_dir(settings)
-    final_dir.parent.mkdir(parents=True, exist_ok=True)
-    recover(final_dir.parent)  # a killed earlier publish: the previous version back first
-    clear_staging(final_dir.parent, final_dir.name)  # half-assembled folders of a killed run
-    resume_from, spent_before = _prepare_work_dir(work_dir, config, data, warnings)
+    if rank.is_main:
+        final_dir.parent.mkdir(parents=True, exist_ok=True)
+        recover(final_dir.parent)  # a killed earlier publish: the previous version back first
+        clear_staging(final_dir.parent, final_dir.name)  # half-assembled folders of a killed run
+        resume_from, spent_before = _prepare_work_dir(work_dir, config, data, warnings)
+    rank.barrier()  # the other ranks read the work dir once rank 0 has settled it
+    if not rank.is_main:
+        resume_from, spent_before = (_last_checkpoint(work_dir) if config.resume else None), 0.0
 
     guard = GuardrailCallback(lambda w: _print_warning(console, w), lora_r=config.lora_r)
     staging: Path | None = None
     try:
         trainer = _build_trainer(config, runtime, base_dir, tokenizer, prepared, work_dir,
                                  [guard, *early_stopping_callbacks(config, runtime.eval_during_training),
-                                  *(callbacks or [])], progress)
+                                  *(callbacks or [])], progress, rank)
         supervised = supervised_fraction(trainer.train_dataset)
         trainer.train(resume_from_checkpoint=resume_from)
         if runtime.eval_during_training and not any("eval_loss" in e for e in trainer.state.log_history):
             trainer.evaluate()  # too few steps for eval_steps: still report one held-out loss
+        if not rank.is_main:
+            return None
         staging = Path(tempfile.mkdtemp(prefix=f".tmp-{final_dir.name}-", dir=final_dir.parent))
         trainer.model.save_pretrained(staging)
         cast_saved_adapter(staging, config.save_dtype)
@@ -149,7 +160,8 @@ def train_adapter(
         # Interrupted or failed: nothing under the final name; checkpoints stay for --resume.
         if staging is not None and staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-        _record_spent(work_dir, spent_before + time.perf_counter() - started)
+        if rank.is_main:
+            _record_spent(work_dir, spent_before + time.perf_counter() - started)
         raise
     shutil.rmtree(work_dir, ignore_errors=True)
     result = TrainResult(final_dir, card, final_dir / REPORT_FILE)
@@ -184,7 +196,7 @@ def _load_tokenizer(base_dir: Path):
     return tokenizer
 
 
-def load_training_model(base_dir: Path, runtime: Runtime, config: TrainConfig):
+def load_training_model(base_dir: Path, runtime: Runtime, config: TrainConfig, rank: Rank = Rank()):
     """The base model as training needs it: NF4 (+ k-bit preparation) or plain bf16."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -198,7 +210,7 @@ def load_training_model(base_dir: Path, runtime: Runtime, config: TrainConfig):
                                  bnb_4bit_use_double_quant=config.double_quant, bnb_4bit_compute_dtype=dtype)
         model = AutoModelForCausalLM.from_pretrained(
             base_dir, quantization_config=bnb, dtype=dtype,
-            device_map={"": 0} if runtime.device == "cuda" else None,
+            device_map={"": rank.local} if runtime.device == "cuda" else None,  # DDP: this process's GPU
         )
         if runtime.liger_kernels:
             apply_liger_kernels(model)
@@ -287,6 +299,7 @@ def sft_config(config: TrainConfig, runtime: Runtime, work_dir: Path, progress: 
         packing=False,
         report_to=[],
         disable_tqdm=not progress,
+        ddp_find_unused_parameters=False,  # every LoRA weight gets a gradient: skip DDP's graph walk
     )
 
 
@@ -310,12 +323,13 @@ def native_loss_trainer():
     return NativeLossSFTTrainer
 
 
-def _build_trainer(config, runtime, base_dir, tokenizer, prepared: PreparedData, work_dir, callbacks, progress):
+def _build_trainer(config, runtime, base_dir, tokenizer, prepared: PreparedData, work_dir, callbacks, progress,
+                   rank: Rank):
     from trl import SFTTrainer
 
     if runtime.device == "cpu":
         SFTTrainer = native_loss_trainer()  # noqa: N806 - the class to instantiate, chosen per device
-    model = load_training_model(base_dir, runtime, config)
+    model = load_training_model(base_dir, runtime, config, rank)
     train_ds, eval_ds = prepared.datasets()
     if runtime.padding_free:
         train_ds, eval_ds = (tokenize_dataset(ds, tokenizer, max_length=config.max_seq_length)
@@ -347,11 +361,9 @@ def _build_trainer(config, runtime, base_dir, tokenizer, prepared: PreparedData,
 
 def _prepare_work_dir(work_dir: Path, config: TrainConfig, data: TrainingFile, warnings: list[CardWarning]):
     """Return (checkpoint to resume from or None, seconds spent by earlier attempts)."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     run_config = config.model_dump(mode="json", exclude={"resume"})
     if config.resume:
-        checkpoint = get_last_checkpoint(str(work_dir)) if work_dir.is_dir() else None
+        checkpoint = _last_checkpoint(work_dir)
         if checkpoint is None:
             raise InvalidRequestError(
                 f"Nothing to resume for '{config.style}': no checkpoint in {work_dir}. Run without --resume.",
@@ -375,6 +387,12 @@ def _prepare_work_dir(work_dir: Path, config: TrainConfig, data: TrainingFile, w
     (work_dir / RUN_FILE).write_text(json.dumps(
         {"style": config.style, "data_sha256": data.sha256, "config": run_config, "spent_seconds": 0.0}, indent=2))
     return None, 0.0
+
+
+def _last_checkpoint(work_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(work_dir)) if work_dir.is_dir() else None
 
 
 def _record_spent(work_dir: Path, seconds: float) -> None:
