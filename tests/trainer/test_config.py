@@ -135,11 +135,16 @@ def test_cuda_keeps_the_recipes_batch_and_checkpointing():
 
 def test_gpu_speedups_are_on_with_cuda_and_off_on_cpu():
     cfg = TrainConfig(style="s", data="d")
-    gpu = resolve_runtime(cfg, cuda=True)
+    gpu = resolve_runtime(cfg, cuda=True, model_type="llama")
     assert gpu.padding_free and not gpu.activation_offloading
     import importlib.util
 
     assert gpu.liger_kernels == (importlib.util.find_spec("liger_kernel") is not None)
+    # Only on the families whose loss was checked with them; asked for by name, on for any.
+    gemma = resolve_runtime(cfg, cuda=True, model_type="gemma3_text")
+    assert not gemma.liger_kernels and any("liger kernels off for gemma3_text" in n for n in gemma.notes)
+    assert resolve_runtime(TrainConfig(style="s", data="d", liger_kernels=True), cuda=True,
+                           model_type="gemma3_text").liger_kernels
     cpu = resolve_runtime(cfg, cuda=False)
     assert not (cpu.liger_kernels or cpu.padding_free or cpu.activation_offloading)
     # Asked for by name on CPU: still off, and the card says why.
