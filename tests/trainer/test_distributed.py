@@ -111,8 +111,11 @@ def test_cli_gpus_1_is_the_single_process_path(tmp_path, monkeypatch, base_model
     monkeypatch.setenv("RAGTUNE_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("RAGTUNE_BASE_MODEL", str(base_model_dir))
     data = write_jsonl(tmp_path / "d.jsonl", json_rows(4))
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump({"task_eval_limit": 0, "gradient_accumulation_steps": 1}))
     result = CliRunner().invoke(cli_app(register), ["train-adapter", "--style", "one", "--data", str(data),
-                                                    "--max-steps", "1", "--max-seq-length", "64", "--gpus", "1"])
+                                                    "--config", str(recipe), "--max-steps", "1",
+                                                    "--max-seq-length", "64", "--gpus", "1"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "home" / "adapters" / "one" / "card.json").is_file()
 
