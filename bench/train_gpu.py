@@ -17,9 +17,10 @@ after each run. Recipes:
                    transformers' own loss on the full logits
   ragtune          ``trainer.train.train_adapter`` exactly as ``ragtune train-adapter`` runs it on CUDA
                    (trl SFTTrainer, completion-only loss through trl's chunked LM head, paged 8-bit
-                   AdamW, card and publish) with the default recipe: liger kernels and padding-free
-                   batches on
+                   AdamW, card and publish) with the default recipe: liger kernels, padding-free
+                   batches and flex attention on
   ragtune-plain    the same with ``liger_kernels: false, padding_free: false``
+  ragtune-sdpa     the default with ``attention: sdpa`` (padding-free rows through SDPA's masked kernel)
   ragtune-offload  the default + ``activation_offloading: true``
   unsloth          Unsloth's FastLanguageModel (4-bit, its gradient checkpointing, LoRA on the same
                    seven projections, PagedAdamW8bit) in the same loop as ``hf``; it pins older
@@ -56,7 +57,7 @@ GIB = 2**30
 VOCAB = 128256
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 OVERRIDES = {"ragtune": {}, "ragtune-plain": {"liger_kernels": False, "padding_free": False},
-             "ragtune-offload": {"activation_offloading": True}}
+             "ragtune-sdpa": {"attention": "sdpa"}, "ragtune-offload": {"activation_offloading": True}}
 MANUAL = ("hf", "unsloth")
 # The recorded prompt lengths include the trainer's template; this many are taken off for the ids.
 # Under the word-level tokenizer ragtune's rows then come out 5 tokens longer than the manual
@@ -186,7 +187,8 @@ def manual_loop(model, data: str, batch: int, steps: int, warmup: int) -> dict:
     return _summary(times, tokens, warmup, losses, batch)
 
 
-def worker_ragtune(model_dir: Path, data: str, batch: int, steps: int, warmup: int, overrides: dict) -> dict:
+def worker_ragtune(model_dir: Path, data: str, batch: int, steps: int, warmup: int, overrides: dict,
+                   extra_callbacks: tuple = ()) -> dict:
     import torch
     from transformers import TrainerCallback
 
@@ -229,7 +231,7 @@ def worker_ragtune(model_dir: Path, data: str, batch: int, steps: int, warmup: i
                          eval_fraction=0.01, eval_steps=100_000, early_stopping_patience=None, task_eval_limit=0,
                          logging_steps=1, warmup_ratio=0.0, **overrides)
     probe = Probe()
-    train_adapter(config, settings, callbacks=[probe], progress=False)
+    train_adapter(config, settings, callbacks=[probe, *extra_callbacks], progress=False)
     times = [b - a for a, b in zip(probe.ends, probe.ends[1:])]
     cumulative = probe.tokens
     tokens = [int(b - a) for a, b in zip([0.0, *cumulative], cumulative)]
@@ -259,7 +261,7 @@ def _summary(times: list[float], tokens: list[int], warmup: int, losses: list[fl
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--recipes", nargs="+", default=["hf", *OVERRIDES, "unsloth"])
+    ap.add_argument("--recipes", nargs="+", default=["hf", *OVERRIDES, "unsloth"], choices=["hf", *OVERRIDES, "unsloth"])
     ap.add_argument("--data", nargs="+", default=["fixed-2048@1", "long-tail@8", "e2e-json@64"])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)

@@ -62,11 +62,16 @@ class TrainConfig(BaseModel):
     padding_free: bool | None = Field(
         default=None, description="Concatenate each batch's rows into one sequence (positions restart per row, "
         "attention stays within a row) instead of padding them to the longest: no compute or memory on padding, "
-        "the same rows per step. Unset: on with CUDA, off on CPU.",
+        "the same rows per step. Unset: on with CUDA when a forward pass holds more than one row, off on CPU.",
     )
     activation_offloading: bool = Field(
         default=False, description="CUDA only: keep checkpointed activations in pinned CPU memory (trl's "
         "activation offloading): less GPU memory for a little speed.",
+    )
+    attention: Literal["auto", "sdpa", "flex_attention", "eager"] = Field(
+        default="auto", description="transformers attention implementation. 'auto': flex_attention for "
+        "padding-free batches on CUDA (its block mask skips the attention between rows, which SDPA computes "
+        "and masks away: 4 rows of 2,048 cost 4x the attention of one; measured +51% tokens/s), sdpa otherwise.",
     )
 
     # --- LoRA
@@ -277,6 +282,7 @@ class Runtime:
     liger_kernels: bool = False
     padding_free: bool = False
     activation_offloading: bool = False
+    attention: str = "sdpa"
 
     @property
     def method(self) -> Literal["qlora-nf4", "lora-bf16"]:
@@ -295,6 +301,7 @@ class Runtime:
             "liger_kernels": self.liger_kernels,
             "padding_free": self.padding_free,
             "activation_offloading": self.activation_offloading,
+            "attention": self.attention,
             "notes": list(self.notes),
         }
 
@@ -352,6 +359,7 @@ def resolve_runtime(config: TrainConfig, *, cuda: bool | None = None, longest_to
     batch = config.per_device_batch_size * config.gradient_accumulation_steps
     micro, accumulation = config.per_device_batch_size, config.gradient_accumulation_steps
     liger, padding_free, offloading = cuda_speedups(config, cuda, model_type, notes)
+    attention = attention_for(config, padding_free)
     if processes > 1:
         notes.append(f"{processes} processes (DDP): each trains the recipe's batch of {batch} rows, so an "
                      f"optimizer step sees {batch * processes} rows and an epoch takes 1/{processes} of the steps")
@@ -367,7 +375,7 @@ def resolve_runtime(config: TrainConfig, *, cuda: bool | None = None, longest_to
                          f"{micro} x {accumulation} on CPU (same {batch} rows per step, fewer, larger passes)")
     return Runtime("cuda" if cuda else "cpu", gpu_name, gpu_count, quantization, optimizer, bf16_autocast,
                    eval_during_training, tuple(notes), checkpointing, micro, accumulation, liger, padding_free,
-                   offloading)
+                   offloading, attention)
 
 
 #: Model families on which liger's kernels were checked to give the plain recipe's loss
@@ -395,5 +403,18 @@ def cuda_speedups(config: TrainConfig, cuda: bool, model_type: str | None, notes
                          f"{', '.join(sorted(LIGER_CHECKED))} only (liger_kernels: true turns them on)")
         elif not liger:
             notes.append("liger-kernel is not installed (the `gpu` extra brings it): plain RMSNorm/SwiGLU/RoPE")
-    padding_free = True if config.padding_free is None else config.padding_free
+    # One row per forward pass has nothing to pad, and the single-row path keeps SDPA's flash kernel.
+    padding_free = config.per_device_batch_size > 1 if config.padding_free is None else config.padding_free
     return liger, padding_free, config.activation_offloading
+
+
+def attention_for(config: TrainConfig, padding_free: bool) -> str:
+    """The attention implementation: the config's, or for 'auto' the one that suits the batches.
+
+    A padding-free batch is one long row with positions restarting per example. SDPA then gets a
+    block-diagonal mask, which rules out its flash kernel and still computes every masked block;
+    flex attention's block mask skips them (padding-free is CUDA-only, and so is this choice).
+    """
+    if config.attention != "auto":
+        return config.attention
+    return "flex_attention" if padding_free else "sdpa"

@@ -46,7 +46,8 @@ Assumptions (each one changes a term, so they are fields of :class:`PlanRequest`
   liger-kernel and padding-free batches; ``bench/train_gpu.py`` (Llama-3.1-8B shape, seq 2048,
   batch 1 and 4) measured it 3–10% below these formulas (``bench/results/train_gpu.json``):
   liger's SwiGLU keeps less than the modelled MLP intermediates, nothing was refitted.
-* Attention runs through SDPA's flash / memory-efficient kernels: no seq² score matrix.
+* Attention runs through SDPA's flash kernel (one row per pass) or flex attention (padding-free
+  batches; 9.80 GiB at 2,048 × 4 against SDPA's 10.01): no seq² score matrix either way.
 * Paged 8-bit AdamW keeps its two uint8 states in CUDA managed memory (bitsandbytes' paged
   buffers), outside PyTorch's allocator: they count towards the device total, not towards
   ``torch.cuda.max_memory_reserved``; its fp32 block scales (one per 256 values) are ordinary

@@ -214,7 +214,7 @@ def load_training_model(base_dir: Path, runtime: Runtime, config: TrainConfig, r
         bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                  bnb_4bit_use_double_quant=config.double_quant, bnb_4bit_compute_dtype=dtype)
         model = AutoModelForCausalLM.from_pretrained(
-            base_dir, quantization_config=bnb, dtype=dtype,
+            base_dir, quantization_config=bnb, dtype=dtype, attn_implementation=runtime.attention,
             device_map={"": rank.local} if runtime.device == "cuda" else None,  # DDP: this process's GPU
         )
         if runtime.liger_kernels:
@@ -226,7 +226,8 @@ def load_training_model(base_dir: Path, runtime: Runtime, config: TrainConfig, r
             model, use_gradient_checkpointing=runtime.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype).to(runtime.device)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype,
+                                                 attn_implementation=runtime.attention).to(runtime.device)
     if runtime.liger_kernels:
         apply_liger_kernels(model)
     return model

@@ -154,3 +154,19 @@ def test_gpu_speedups_are_on_with_cuda_and_off_on_cpu():
     off = resolve_runtime(TrainConfig(style="s", data="d", liger_kernels=False, padding_free=False), cuda=True)
     assert not (off.liger_kernels or off.padding_free)
     assert {"liger_kernels", "padding_free", "activation_offloading"} <= set(gpu.as_dict())
+
+
+def test_attention_follows_the_batch_layout():
+    cfg = TrainConfig(style="s", data="d")
+    # Padding-free on CUDA: flex attention (its block mask skips the blocks between rows).
+    assert resolve_runtime(cfg, cuda=True, model_type="llama").attention == "flex_attention"
+    assert resolve_runtime(cfg, cuda=False).attention == "sdpa"
+    padded = resolve_runtime(TrainConfig(style="s", data="d", padding_free=False), cuda=True)
+    assert padded.attention == "sdpa"
+    # One row per pass: nothing to pack, and SDPA keeps its flash kernel (faster there than flex).
+    single = resolve_runtime(TrainConfig(style="s", data="d", per_device_batch_size=1), cuda=True)
+    assert not single.padding_free and single.attention == "sdpa"
+    named = resolve_runtime(TrainConfig(style="s", data="d", attention="sdpa"), cuda=True)
+    assert named.attention == "sdpa" and named.as_dict()["attention"] == "sdpa"
+    with pytest.raises(ValueError, match="attention"):
+        TrainConfig(style="s", data="d", attention="flash")
