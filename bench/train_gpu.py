@@ -261,7 +261,8 @@ def _summary(times: list[float], tokens: list[int], warmup: int, losses: list[fl
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--recipes", nargs="+", default=["hf", *OVERRIDES, "unsloth"], choices=["hf", *OVERRIDES, "unsloth"])
+    recipes = ["hf", *OVERRIDES, "unsloth"]
+    ap.add_argument("--recipes", nargs="+", default=recipes, choices=recipes)
     ap.add_argument("--data", nargs="+", default=["fixed-2048@1", "long-tail@8", "e2e-json@64"])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
