@@ -36,8 +36,10 @@ def _mount() -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    # Warnings nobody can act on: bitsandbytes' optional CPU kernel package, transformers' weight-loading bars.
+    # Warnings nobody can act on: bitsandbytes' optional CPU kernel package, liger-kernel's optional
+    # backends for other hardware (CuTe DSL, Ascend) that it tries at import, transformers' weight-loading bars.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    logging.getLogger("liger_kernel").setLevel(logging.ERROR)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     _mount()
     try:

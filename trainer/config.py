@@ -283,6 +283,7 @@ class Runtime:
     padding_free: bool = False
     activation_offloading: bool = False
     attention: str = "sdpa"
+    compute_dtype: str = "bfloat16"  # the base's dtype as loaded (the config's, or fp32 on a CPU without bf16)
 
     @property
     def method(self) -> Literal["qlora-nf4", "lora-bf16"]:
@@ -302,6 +303,7 @@ class Runtime:
             "padding_free": self.padding_free,
             "activation_offloading": self.activation_offloading,
             "attention": self.attention,
+            "compute_dtype": self.compute_dtype,
             "notes": list(self.notes),
         }
 
@@ -355,6 +357,7 @@ def resolve_runtime(config: TrainConfig, *, cuda: bool | None = None, longest_to
     gpu_count = torch.cuda.device_count() if has_gpu else 0
     # bf16 autocast on CPU is slower than running the bf16 base with fp32 LoRA weights as it is.
     bf16_autocast = cuda and config.compute_dtype == "bfloat16"
+    compute_dtype = cpu_compute_dtype(config, notes) if not cuda else config.compute_dtype
     checkpointing = config.gradient_checkpointing
     batch = config.per_device_batch_size * config.gradient_accumulation_steps
     micro, accumulation = config.per_device_batch_size, config.gradient_accumulation_steps
@@ -375,7 +378,7 @@ def resolve_runtime(config: TrainConfig, *, cuda: bool | None = None, longest_to
                          f"{micro} x {accumulation} on CPU (same {batch} rows per step, fewer, larger passes)")
     return Runtime("cuda" if cuda else "cpu", gpu_name, gpu_count, quantization, optimizer, bf16_autocast,
                    eval_during_training, tuple(notes), checkpointing, micro, accumulation, liger, padding_free,
-                   offloading, attention)
+                   offloading, attention, compute_dtype)
 
 
 #: Model families on which liger's kernels were checked to give the plain recipe's loss
@@ -418,3 +421,20 @@ def attention_for(config: TrainConfig, padding_free: bool) -> str:
     if config.attention != "auto":
         return config.attention
     return "flex_attention" if padding_free else "sdpa"
+
+
+def cpu_compute_dtype(config: TrainConfig, notes: list[str]) -> str:
+    """The dtype a CPU run loads the base in: the config's, unless bf16 is emulated here.
+
+    On a CPU without native bf16 matrix kernels a bf16 training step is tens of times slower
+    than fp32 (``ragtune.hardware``); unless the recipe names ``compute_dtype`` itself, such a
+    machine trains in fp32 (twice the weight memory: 1 GiB for a 270M base). The adapter is
+    saved in ``save_dtype`` either way.
+    """
+    from ragtune.hardware import cpu_has_native_bf16
+
+    if config.compute_dtype != "bfloat16" or "compute_dtype" in config.model_fields_set or cpu_has_native_bf16():
+        return config.compute_dtype
+    notes.append("compute_dtype bfloat16 -> float32: this CPU has no native bf16 matrix kernels "
+                 "(bf16 would be emulated, tens of times slower)")
+    return "float32"

@@ -134,7 +134,7 @@ def train_adapter(
 
         task = json_task_metric(base_dir, staging, prepared.eval_rows, limit=config.task_eval_limit,
                                 max_new_tokens=config.task_max_new_tokens, device=runtime.device,
-                                dtype=config.compute_dtype, schema=schema)
+                                dtype=runtime.compute_dtype, schema=schema)
         wall = spent_before + time.perf_counter() - started
         card = AdapterCard(
             name=final_dir.name,
@@ -206,7 +206,7 @@ def load_training_model(base_dir: Path, runtime: Runtime, config: TrainConfig, r
     import torch
     from transformers import AutoModelForCausalLM
 
-    dtype = getattr(torch, config.compute_dtype)
+    dtype = getattr(torch, runtime.compute_dtype)
     if runtime.quantization == "nf4":
         from peft import prepare_model_for_kbit_training
         from transformers import BitsAndBytesConfig
@@ -219,7 +219,7 @@ def load_training_model(base_dir: Path, runtime: Runtime, config: TrainConfig, r
         )
         if runtime.liger_kernels:
             apply_liger_kernels(model)
-        if config.compute_dtype == "bfloat16":
+        if runtime.compute_dtype == "bfloat16":
             return freeze_base(model, runtime)
         # fp16 needs peft's preparation: it keeps every weight that is not 4-bit in fp32.
         return prepare_model_for_kbit_training(

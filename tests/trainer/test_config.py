@@ -170,3 +170,20 @@ def test_attention_follows_the_batch_layout():
     assert named.attention == "sdpa" and named.as_dict()["attention"] == "sdpa"
     with pytest.raises(ValueError, match="attention"):
         TrainConfig(style="s", data="d", attention="flash")
+
+
+def test_cpu_without_native_bf16_trains_in_fp32(monkeypatch):
+    import ragtune.hardware
+
+    cfg = TrainConfig(style="s", data="d")
+    monkeypatch.setattr(ragtune.hardware, "cpu_has_native_bf16", lambda: False)
+    emulated = resolve_runtime(cfg, cuda=False)
+    assert emulated.compute_dtype == "float32" and any("no native bf16" in n for n in emulated.notes)
+    # Named in the recipe: kept; on CUDA the question does not arise.
+    assert resolve_runtime(TrainConfig(style="s", data="d", compute_dtype="bfloat16"), cuda=False).compute_dtype \
+        == "bfloat16"
+    assert resolve_runtime(cfg, cuda=True).compute_dtype == "bfloat16"
+    monkeypatch.setattr(ragtune.hardware, "cpu_has_native_bf16", lambda: True)
+    native = resolve_runtime(cfg, cuda=False)
+    assert native.compute_dtype == "bfloat16" and native.as_dict()["compute_dtype"] == "bfloat16"
+
