@@ -69,9 +69,11 @@ def test_429s_are_retried_with_backoff_until_answered(tmp_path, base_model_dir, 
     from service.app import create_app
     from tests.service.conftest import serve
 
-    settings = Settings(home=tmp_path, base_model=str(base_model_dir), max_inflight=1, max_queue=0, retry_after_s=1)
+    # Retry-After 2 s x 20 retries: room for two whole generations ahead of a request even on a slow
+    # CPU (an AVX2-only machine took 14 s for one; 8 retries of 1 s ran out there).
+    settings = Settings(home=tmp_path, base_model=str(base_model_dir), max_inflight=1, max_queue=0, retry_after_s=2)
     suite, items = _format_items(3)
     with serve(create_app(settings, router=build_router(settings, backend=vllm_backend))) as base:
-        config = ApiConfig(base_url=f"{base}/v1", model="base", api_key_env=None, concurrency=3, max_retries=8)
+        config = ApiConfig(base_url=f"{base}/v1", model="base", api_key_env=None, concurrency=3, max_retries=20)
         run, retried = run_api_arm(config, "api", None, suite, items)
     assert retried >= 1 and all(a.text for a in run.answers)
