@@ -54,6 +54,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 GIB = 2**30
+MODEL_DIR = Path(tempfile.gettempdir()) / "ragtune-bench-llama8b"  # the random model, built once per machine
 VOCAB = 128256
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 OVERRIDES = {"ragtune": {}, "ragtune-plain": {"liger_kernels": False, "padding_free": False},
@@ -266,7 +267,7 @@ def main() -> int:
     ap.add_argument("--data", nargs="+", default=["fixed-2048@1", "long-tail@8", "e2e-json@64"])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir()) / "ragtune-bench-llama8b")
+    ap.add_argument("--model-dir", type=Path, default=MODEL_DIR)
     ap.add_argument("--unsloth-path", default=os.environ.get("BENCH_UNSLOTH_PATH"),
                     help="site-packages folder(s) of Unsloth's environment, put first on PYTHONPATH")
     ap.add_argument("--out", type=Path, default=REPO / "bench/results/train_gpu.json")

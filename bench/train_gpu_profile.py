@@ -30,7 +30,7 @@ def main() -> int:
 
     given, defaults = sys.argv[1:4], ["fixed-2048", "1", "sdpa"]
     data, batch, attention = given + defaults[len(given):]
-    model_dir = Path(train_gpu.tempfile.gettempdir()) / "ragtune-bench-llama8b"
+    model_dir = train_gpu.MODEL_DIR
     if not (model_dir / "config.json").is_file():
         train_gpu.build_model(model_dir)
 

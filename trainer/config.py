@@ -355,9 +355,9 @@ def resolve_runtime(config: TrainConfig, *, cuda: bool | None = None, longest_to
     has_gpu = cuda and torch.cuda.is_available()  # cuda=True without a GPU: planning, tests
     gpu_name = torch.cuda.get_device_name(0) if has_gpu else None
     gpu_count = torch.cuda.device_count() if has_gpu else 0
-    # bf16 autocast on CPU is slower than running the bf16 base with fp32 LoRA weights as it is.
-    bf16_autocast = cuda and config.compute_dtype == "bfloat16"
     compute_dtype = cpu_compute_dtype(config, notes) if not cuda else config.compute_dtype
+    # bf16 autocast on CPU is slower than running the bf16 base with fp32 LoRA weights as it is.
+    bf16_autocast = cuda and compute_dtype == "bfloat16"
     checkpointing = config.gradient_checkpointing
     batch = config.per_device_batch_size * config.gradient_accumulation_steps
     micro, accumulation = config.per_device_batch_size, config.gradient_accumulation_steps
@@ -433,7 +433,7 @@ def cpu_compute_dtype(config: TrainConfig, notes: list[str]) -> str:
     """
     from ragtune.hardware import cpu_has_native_bf16
 
-    if config.compute_dtype != "bfloat16" or "compute_dtype" in config.model_fields_set or cpu_has_native_bf16():
+    if "compute_dtype" in config.model_fields_set or cpu_has_native_bf16():  # unset means the bf16 default
         return config.compute_dtype
     notes.append("compute_dtype bfloat16 -> float32: this CPU has no native bf16 matrix kernels "
                  "(bf16 would be emulated, tens of times slower)")
