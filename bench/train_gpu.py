@@ -17,11 +17,17 @@ after each run. Recipes:
                    transformers' own loss on the full logits
   ragtune          ``trainer.train.train_adapter`` exactly as ``ragtune train-adapter`` runs it on CUDA
                    (trl SFTTrainer, completion-only loss through trl's chunked LM head, paged 8-bit
-                   AdamW, card and publish) with the default recipe: liger kernels, padding-free
-                   batches and flex attention on
-  ragtune-plain    the same with ``liger_kernels: false, padding_free: false``
+                   AdamW, card and publish) with the default recipe: decoder layers compiled
+                   (torch.compile), padding-free batches through flex attention; at one row per
+                   pass no packing (SDPA) and activation offloading
+  ragtune-eager    the default with ``torch_compile: false`` (liger's kernels then, the recipe before)
+  ragtune-compile-liger  the default + ``liger_kernels: true``
+  ragtune-plain    ``liger_kernels: false, padding_free: false, torch_compile: false``
   ragtune-sdpa     the default with ``attention: sdpa`` (padding-free rows through SDPA's masked kernel)
-  ragtune-offload  the default + ``activation_offloading: true``
+  ragtune-offload  the default + ``activation_offloading: true`` (``ragtune-no-offload``: false)
+  ragtune-fixed-segments  the default with the caching allocator's fixed segments
+                   (``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:False``; the trainer asks for
+                   expandable ones where the variable is unset)
   unsloth          Unsloth's FastLanguageModel (4-bit, its gradient checkpointing, LoRA on the same
                    seven projections, PagedAdamW8bit) in the same loop as ``hf``; it pins older
                    transformers/trl/datasets, so its worker runs with ``--unsloth-path`` first on
@@ -57,8 +63,13 @@ GIB = 2**30
 MODEL_DIR = Path(tempfile.gettempdir()) / "ragtune-bench-llama8b"  # the random model, built once per machine
 VOCAB = 128256
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-OVERRIDES = {"ragtune": {}, "ragtune-plain": {"liger_kernels": False, "padding_free": False},
-             "ragtune-sdpa": {"attention": "sdpa"}, "ragtune-offload": {"activation_offloading": True}}
+OVERRIDES = {"ragtune": {}, "ragtune-plain": {"liger_kernels": False, "padding_free": False, "torch_compile": False},
+             "ragtune-eager": {"torch_compile": False}, "ragtune-compile-liger": {"liger_kernels": True},
+             "ragtune-sdpa": {"attention": "sdpa"}, "ragtune-offload": {"activation_offloading": True},
+             "ragtune-no-offload": {"activation_offloading": False},
+             "ragtune-fixed-segments": {}}
+# Environment of a recipe's worker process (the trainer leaves a PYTORCH_CUDA_ALLOC_CONF it finds alone).
+RECIPE_ENV = {"ragtune-fixed-segments": {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:False"}}
 MANUAL = ("hf", "unsloth")
 # The recorded prompt lengths include the trainer's template; this many are taken off for the ids.
 # Under the word-level tokenizer ragtune's rows then come out 5 tokens longer than the manual
@@ -93,6 +104,7 @@ def build_model(folder: Path) -> None:
                          num_key_value_heads=8, head_dim=128, vocab_size=VOCAB, tie_word_embeddings=False,
                          max_position_embeddings=131072, rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2,
                          pad_token_id=0)
+    torch.manual_seed(0)  # the same weights on every machine: losses compare across calls
     with torch.device("cuda"):
         model = LlamaForCausalLM(config).to(torch.bfloat16)
     model.save_pretrained(folder)
@@ -253,6 +265,7 @@ def _summary(times: list[float], tokens: list[int], warmup: int, losses: list[fl
         "train_peak_reserved_gib": torch.cuda.max_memory_reserved() / GIB,
         "train_peak_allocated_gib": torch.cuda.max_memory_allocated() / GIB,
         "losses": losses,
+        "step_s": [round(t, 3) for t in times],  # the first steps include compiling, where it is on
     }
 
 
@@ -319,7 +332,7 @@ def main() -> int:
 
 def run_worker(args, recipe: str, spec: str) -> dict:
     started = time.perf_counter()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **RECIPE_ENV.get(recipe, {})}
     if recipe == "unsloth":
         env["PYTHONPATH"] = os.pathsep.join([args.unsloth_path, str(REPO)])
         env["UNSLOTH_DISABLE_STATISTICS"] = "1"

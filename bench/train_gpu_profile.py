@@ -1,8 +1,8 @@
 """Where a step of ragtune's CUDA trainer goes: torch.profiler over two steps of the bench worker.
 
-    python bench/train_gpu_profile.py [DATA] [BATCH] [ATTENTION]   (default: fixed-2048 1 sdpa)
+    python bench/train_gpu_profile.py [DATA] [BATCH] [RECIPE]   (default: fixed-2048 1 ragtune-sdpa)
 
-Runs ``bench/train_gpu.py``'s ragtune worker (``train_adapter`` as ``ragtune train-adapter`` runs it)
+Runs ``bench/train_gpu.py``'s ragtune worker with RECIPE's overrides (``train_adapter`` as ``ragtune train-adapter`` runs it)
 for 8 steps on the random Llama-3.1-8B-shape model that ``bench/train_gpu.py`` builds, profiles steps
 6-7, and prints the kernel table sorted by GPU time with the total GPU time of the two steps. Compare
 that total with the steps' wall time: the difference is time the GPU waited for the CPU. Without
@@ -28,8 +28,8 @@ def main() -> int:
     from torch.profiler import ProfilerActivity, profile, schedule
     from transformers import TrainerCallback
 
-    given, defaults = sys.argv[1:4], ["fixed-2048", "1", "sdpa"]
-    data, batch, attention = given + defaults[len(given):]
+    given, defaults = sys.argv[1:4], ["fixed-2048", "1", "ragtune-sdpa"]
+    data, batch, recipe = given + defaults[len(given):]
     model_dir = train_gpu.MODEL_DIR
     if not (model_dir / "config.json").is_file():
         train_gpu.build_model(model_dir)
@@ -50,7 +50,8 @@ def main() -> int:
             gpu_ms = sum(e.self_device_time_total for e in table) / 1e3
             print(f"PROF total self cuda ms over 2 steps: {gpu_ms:.0f}")
 
-    result = train_gpu.worker_ragtune(model_dir, data, int(batch), 8, 3, {"attention": attention}, (Profiled(),))
+    result = train_gpu.worker_ragtune(model_dir, data, int(batch), 8, 3, train_gpu.OVERRIDES[recipe],
+                                       (Profiled(),))
     print("PROF", {k: v for k, v in result.items() if k != "losses"}, result["losses"])
     return 0
 

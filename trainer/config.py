@@ -64,9 +64,18 @@ class TrainConfig(BaseModel):
         "attention stays within a row) instead of padding them to the longest: no compute or memory on padding, "
         "the same rows per step. Unset: on with CUDA when a forward pass holds more than one row, off on CPU.",
     )
-    activation_offloading: bool = Field(
-        default=False, description="CUDA only: keep checkpointed activations in pinned CPU memory (trl's "
-        "activation offloading): less GPU memory for a little speed.",
+    activation_offloading: bool | None = Field(
+        default=None, description="CUDA only: keep checkpointed activations in pinned CPU memory (trl's "
+        "activation offloading): less GPU memory for a little speed (measured on an 8B at 2,048 tokens: "
+        "-0.5 GiB and -7% tokens/s at one row per pass, -1.6 GiB and -3% at four). Unset: on with CUDA when "
+        "a forward pass holds one row (the setting for the smallest card), off otherwise.",
+    )
+    torch_compile: bool | None = Field(
+        default=None, description="CUDA only: compile each decoder layer, LoRA included, with torch.compile "
+        "(one graph shared by all layers, compiled at the first step): fused norms, activations and LoRA "
+        "sums, and one launch plan per layer instead of a hundred Python-dispatched ops (measured +44% "
+        "tokens/s at one row of 2,048, +11% at four). Unset: on with CUDA where Triton and a C compiler are "
+        "present; off on CPU.",
     )
     attention: Literal["auto", "sdpa", "flex_attention", "eager"] = Field(
         default="auto", description="transformers attention implementation. 'auto': flex_attention for "
@@ -283,6 +292,7 @@ class Runtime:
     padding_free: bool = False
     activation_offloading: bool = False
     attention: str = "sdpa"
+    torch_compile: bool = False
     compute_dtype: str = "bfloat16"  # the base's dtype as loaded (the config's, or fp32 on a CPU without bf16)
 
     @property
@@ -303,6 +313,7 @@ class Runtime:
             "padding_free": self.padding_free,
             "activation_offloading": self.activation_offloading,
             "attention": self.attention,
+            "torch_compile": self.torch_compile,
             "compute_dtype": self.compute_dtype,
             "notes": list(self.notes),
         }
@@ -361,7 +372,7 @@ def resolve_runtime(config: TrainConfig, *, cuda: bool | None = None, longest_to
     checkpointing = config.gradient_checkpointing
     batch = config.per_device_batch_size * config.gradient_accumulation_steps
     micro, accumulation = config.per_device_batch_size, config.gradient_accumulation_steps
-    liger, padding_free, offloading = cuda_speedups(config, cuda, model_type, notes)
+    liger, padding_free, offloading, compiled = cuda_speedups(config, cuda, model_type, notes)
     attention = attention_for(config, padding_free)
     if processes > 1:
         notes.append(f"{processes} processes (DDP): each trains the recipe's batch of {batch} rows, so an "
@@ -378,7 +389,7 @@ def resolve_runtime(config: TrainConfig, *, cuda: bool | None = None, longest_to
                          f"{micro} x {accumulation} on CPU (same {batch} rows per step, fewer, larger passes)")
     return Runtime("cuda" if cuda else "cpu", gpu_name, gpu_count, quantization, optimizer, bf16_autocast,
                    eval_during_training, tuple(notes), checkpointing, micro, accumulation, liger, padding_free,
-                   offloading, attention, compute_dtype)
+                   offloading, attention, compiled, compute_dtype)
 
 
 #: Model families on which liger's kernels were checked to give the plain recipe's loss
@@ -386,18 +397,26 @@ def resolve_runtime(config: TrainConfig, *, cuda: bool | None = None, longest_to
 LIGER_CHECKED = frozenset({"llama"})
 
 
-def cuda_speedups(config: TrainConfig, cuda: bool, model_type: str | None, notes: list[str]) -> tuple[bool, bool, bool]:
-    """(liger kernels, padding-free batches, activation offloading) as they will run here.
+def cuda_speedups(config: TrainConfig, cuda: bool, model_type: str | None,
+                  notes: list[str]) -> tuple[bool, bool, bool, bool]:
+    """(liger kernels, padding-free batches, activation offloading, torch.compile) as they will run here.
 
-    All three are GPU-side savings: Triton kernels need CUDA, and on CPU the micro-batches are sized
-    to the longest row already, so padding costs little there.
+    All are GPU-side savings: Triton kernels (liger's and the compiler's) need CUDA, and on CPU the
+    micro-batches are sized to the longest row already, so padding costs little there.
     """
     if not cuda:
-        if config.liger_kernels or config.padding_free or config.activation_offloading:
-            notes.append("liger_kernels / padding_free / activation_offloading are CUDA-side: off on CPU")
-        return False, False, False
+        if config.liger_kernels or config.padding_free or config.activation_offloading or config.torch_compile:
+            notes.append("liger_kernels / padding_free / activation_offloading / torch_compile are CUDA-side: "
+                         "off on CPU")
+        return False, False, False, False
+    compiled = can_compile(notes) if config.torch_compile is None else config.torch_compile
+    if compiled:
+        notes.append("torch_compile: the decoder layers compile during the first step (13-53 s measured on "
+                     "an H200 for an 8B) and again at the first evaluation; later steps reuse them")
     liger = config.liger_kernels
-    if liger is None:
+    if liger is None and compiled:
+        liger = False  # the compiler fuses the same norms, activations and rotary products
+    elif liger is None:
         import importlib.util
 
         liger = model_type in LIGER_CHECKED and importlib.util.find_spec("liger_kernel") is not None
@@ -408,7 +427,21 @@ def cuda_speedups(config: TrainConfig, cuda: bool, model_type: str | None, notes
             notes.append("liger-kernel is not installed (the `gpu` extra brings it): plain RMSNorm/SwiGLU/RoPE")
     # One row per forward pass has nothing to pad, and the single-row path keeps SDPA's flash kernel.
     padding_free = config.per_device_batch_size > 1 if config.padding_free is None else config.padding_free
-    return liger, padding_free, config.activation_offloading
+    offloading = config.activation_offloading
+    if offloading is None:
+        offloading = config.per_device_batch_size == 1
+    return liger, padding_free, offloading, compiled
+
+
+def can_compile(notes: list[str]) -> bool:
+    """Whether torch.compile can build GPU kernels here: Triton, and a C compiler for its launchers."""
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("triton") is None or not any(shutil.which(cc) for cc in ("cc", "gcc", "clang")):
+        notes.append("torch_compile off: it needs Triton and a C compiler (cc/gcc/clang) on this machine")
+        return False
+    return True
 
 
 def attention_for(config: TrainConfig, padding_free: bool) -> str:

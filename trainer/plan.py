@@ -46,6 +46,13 @@ Assumptions (each one changes a term, so they are fields of :class:`PlanRequest`
   liger-kernel and padding-free batches; ``bench/train_gpu.py`` (Llama-3.1-8B shape, seq 2048,
   batch 1 and 4) measured it 3–10% below these formulas (``bench/results/train_gpu.json``):
   liger's SwiGLU keeps less than the modelled MLP intermediates, nothing was refitted.
+* Since the third session of 2026-12-02 the trainer compiles the decoder layers
+  (``torch_compile``), asks the allocator for expandable segments, and offloads the checkpointed
+  layer inputs at one row per pass (``activation_offloading``, the field of the same name here).
+  Measured (``bench/results/train_gpu.json`` calls 10–14): 2,048 × 1 with offloading 6.15 GiB
+  allocated / 6.36 reserved (planned 6.28 / 6.45), 2,048 × 4 with offloading 7.91 / 8.39 (planned
+  7.92 / 8.50), 2,048 × 4 compiled without it 9.66 / 10.03 (planned 9.92 / 11.00); nothing was
+  refitted.
 * Attention runs through SDPA's flash kernel (one row per pass) or flex attention (padding-free
   batches; 9.80 GiB at 2,048 × 4 against SDPA's 10.01): no seq² score matrix either way.
 * Paged 8-bit AdamW keeps its two uint8 states in CUDA managed memory (bitsandbytes' paged
@@ -263,6 +270,10 @@ class PlanRequest(BaseModel):
         description="chunked: trl >= 1.16 SFTTrainer's fused LM head (what ragtune's trainer runs); "
         "full: transformers' loss on the full fp32 logits (a plain loop).",
     )
+    activation_offloading: bool = Field(
+        False, description="Checkpointed layer inputs kept in pinned host memory (trl's activation offloading; "
+        "ragtune's default at one row per pass on CUDA) instead of on the GPU.",
+    )
     loss_token_fraction: float = Field(
         1.0, gt=0, le=1,
         description="Share of positions with a label (completion-only loss); only the chunked head scores just those.",
@@ -460,7 +471,8 @@ def plan(req: PlanRequest, gpus: tuple[GPU, ...] = GPUS) -> PlanResult:
     layer_phase = saved + transient + held_logits + act * T * s.hidden_size  # + incoming gradient
     peak_phase = "loss" if loss >= layer_phase else "layer_backward"
     transient_peak = max(loss, layer_phase)
-    frag = req.fragmentation * (ckpt + transient_peak)
+    on_gpu_ckpt = 0 if req.activation_offloading else ckpt
+    frag = req.fragmentation * (on_gpu_ckpt + transient_peak)
     ctx = req.cuda_context_gib * GIB
 
     g = lambda b: b / GIB  # noqa: E731
@@ -482,7 +494,10 @@ def plan(req: PlanRequest, gpus: tuple[GPU, ...] = GPUS) -> PlanResult:
             key="optimizer_paged", label="paged 8-bit AdamW states", gib=g(opt_paged), in_torch_reserved=False,
             note="2 bytes/param in CUDA managed memory",
         ),
-        PlanTerm(key="checkpoints", label="checkpointed layer inputs", gib=g(ckpt), note=f"{s.num_layers} × seq × batch × hidden"),
+        PlanTerm(key="checkpoints", label="checkpointed layer inputs", gib=g(ckpt),
+                 counted=not req.activation_offloading,
+                 note=f"{s.num_layers} × seq × batch × hidden"
+                 + ("; offloaded to pinned host memory" if req.activation_offloading else "")),
         PlanTerm(
             key="loss",
             label="logits + loss (fp32)" if req.loss_impl == "full" else "chunked LM head + loss (trl fused)",
@@ -538,7 +553,8 @@ def plan(req: PlanRequest, gpus: tuple[GPU, ...] = GPUS) -> PlanResult:
         "NF4 + double quant" if req.double_quant else "NF4, single quant",
         "embeddings/head/norms fp32 (prepare_model_for_kbit_training)" if req.upcast_fp32 else "embeddings/head/norms bf16",
         "LoRA weights and grads fp32 (peft on a 4-bit base)",
-        "gradient checkpointing (non-reentrant), SDPA attention",
+        "gradient checkpointing (non-reentrant), SDPA attention"
+        + ("; checkpoints offloaded to host memory" if req.activation_offloading else ""),
         "under bf16 autocast" if req.autocast else "no autocast: fp32 copy of each LoRA input",
         "outputs (logits) kept through backward; loss = logits.float() + cross_entropy"
         if req.loss_impl == "full"

@@ -53,6 +53,10 @@ def plan(
             "on full fp32 logits. ragtune's own trainer on a GPU: --autocast (chunked is the default).",
         ),
     ] = LossImpl.chunked,
+    offload: Annotated[
+        bool, typer.Option("--offload", help="Checkpointed layer inputs in host memory (activation offloading; "
+                           "ragtune's CUDA default at --batch 1).")
+    ] = False,
     single_quant: Annotated[bool, typer.Option("--single-quant", help="NF4 without double quantisation.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the PlanResult as JSON.")] = False,
 ) -> None:
@@ -66,7 +70,7 @@ def plan(
         result = plan_for(
             params, model_dir=model_dir, seq_len=seq, batch_size=batch, rank=rank, tokens=tokens, steps=steps,
             gpu_hour_usd=gpu_hour_usd, upcast_fp32=upcast_fp32, double_quant=not single_quant, autocast=autocast,
-            loss_impl=loss.value,
+            loss_impl=loss.value, activation_offloading=offload,
         )
     except RagtuneError as exc:
         err_console.print(f"[red]error:[/red] {exc.message}")

@@ -92,6 +92,8 @@ def train_adapter(
                               processes=rank.world, model_type=_model_type(base_dir))
     for note in runtime.notes:
         console.print(f"[dim]note:[/dim] {note}")
+    if runtime.device == "cuda":
+        use_expandable_segments()
     warnings = static_checks(config, len(prepared.train_rows))
     if prepared.rejected:
         warnings.append(CardWarning(code="rows-rejected", message=f"{len(prepared.rejected)} row(s) left out: "
@@ -219,6 +221,8 @@ def load_training_model(base_dir: Path, runtime: Runtime, config: TrainConfig, r
         )
         if runtime.liger_kernels:
             apply_liger_kernels(model)
+        if runtime.torch_compile:
+            compile_decoder_layers(model)
         if runtime.compute_dtype == "bfloat16":
             return freeze_base(model, runtime)
         # fp16 needs peft's preparation: it keeps every weight that is not 4-bit in fp32.
@@ -230,7 +234,38 @@ def load_training_model(base_dir: Path, runtime: Runtime, config: TrainConfig, r
                                                  attn_implementation=runtime.attention).to(runtime.device)
     if runtime.liger_kernels:
         apply_liger_kernels(model)
+    if runtime.torch_compile:
+        compile_decoder_layers(model)
     return model
+
+
+def compile_decoder_layers(model) -> int:
+    """torch.compile every decoder layer in place; returns how many.
+
+    Regional compilation: the layers are instances of one class, so they share one graph (compiled
+    at the first step, reused by all) and the checkpointing wrapper around each stays as it is. The
+    compile is lazy, so the LoRA layers peft inserts afterwards are inside the graph.
+    """
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    for layer in layers:
+        layer.compile()
+    return len(layers)
+
+
+def use_expandable_segments() -> None:
+    """Let the CUDA caching allocator grow segments in place rather than cache fixed-size blocks, so
+    the reserved peak follows the allocated one. A PYTORCH_CUDA_ALLOC_CONF the user set wins."""
+    import os
+
+    import torch
+
+    if not torch.cuda.is_available() or {"PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF"} & set(os.environ):
+        return
+    # torch 2.11 moved the setter to the accelerator-generic one and deprecated the CUDA name.
+    setter = getattr(torch._C, "_accelerator_setAllocatorSettings", None) or torch.cuda.memory._set_allocator_settings
+    setter("expandable_segments:True")
 
 
 def freeze_base(model, runtime: Runtime):

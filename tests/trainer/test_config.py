@@ -134,7 +134,7 @@ def test_cuda_keeps_the_recipes_batch_and_checkpointing():
 
 
 def test_gpu_speedups_are_on_with_cuda_and_off_on_cpu():
-    cfg = TrainConfig(style="s", data="d")
+    cfg = TrainConfig(style="s", data="d", torch_compile=False)  # liger's default without the compiler
     gpu = resolve_runtime(cfg, cuda=True, model_type="llama")
     assert gpu.padding_free and not gpu.activation_offloading
     import importlib.util
@@ -153,7 +153,41 @@ def test_gpu_speedups_are_on_with_cuda_and_off_on_cpu():
     assert any("CUDA-side" in n for n in asked.notes)
     off = resolve_runtime(TrainConfig(style="s", data="d", liger_kernels=False, padding_free=False), cuda=True)
     assert not (off.liger_kernels or off.padding_free)
-    assert {"liger_kernels", "padding_free", "activation_offloading"} <= set(gpu.as_dict())
+    assert {"liger_kernels", "padding_free", "activation_offloading", "torch_compile"} <= set(gpu.as_dict())
+
+
+def test_torch_compile_is_cuda_side():
+    asked = TrainConfig(style="s", data="d", torch_compile=True)
+    assert resolve_runtime(asked, cuda=True, model_type="llama").torch_compile
+    cpu = resolve_runtime(asked, cuda=False)
+    assert not cpu.torch_compile and any("torch_compile" in n for n in cpu.notes)
+    assert not resolve_runtime(TrainConfig(style="s", data="d", torch_compile=False), cuda=True).torch_compile
+    # Compiled layers leave the fused norms and activations to the compiler, unless liger is asked for.
+    assert not resolve_runtime(asked, cuda=True, model_type="llama").liger_kernels
+    assert resolve_runtime(TrainConfig(style="s", data="d", torch_compile=True, liger_kernels=True), cuda=True,
+                           model_type="llama").liger_kernels
+
+
+def test_activation_offloading_defaults_on_for_one_row_passes_on_cuda():
+    one = TrainConfig(style="s", data="d", per_device_batch_size=1, gradient_accumulation_steps=8)
+    assert resolve_runtime(one, cuda=True).activation_offloading
+    assert not resolve_runtime(one, cuda=False).activation_offloading
+    assert not resolve_runtime(TrainConfig(style="s", data="d", per_device_batch_size=4), cuda=True).activation_offloading
+    named = TrainConfig(style="s", data="d", per_device_batch_size=1, activation_offloading=False)
+    assert not resolve_runtime(named, cuda=True).activation_offloading
+
+
+def test_torch_compile_default_needs_triton_and_a_c_compiler(monkeypatch):
+    import importlib.util
+    import shutil
+
+    cfg = TrainConfig(style="s", data="d")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "triton" else None)
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/gcc" if name == "gcc" else None)
+    assert resolve_runtime(cfg, cuda=True, model_type="llama").torch_compile
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    rt = resolve_runtime(cfg, cuda=True, model_type="llama")
+    assert not rt.torch_compile and any("C compiler" in n for n in rt.notes)
 
 
 def test_attention_follows_the_batch_layout():

@@ -147,20 +147,23 @@ def test_matches_trl_bench_runs(size, seq, batch, fraction, allocated, reserved)
     assert r.term("loss").gib < 0.6
 
 
-# bench/train_gpu.py on an H200, ragtune's trainer as `ragtune train-adapter` runs it on CUDA since
-# the fp32 cast went (bf16 autocast, no upcast, liger kernels, padding-free, completion-only loss,
-# paged_adamw_8bit, GC; r=16; torch 2.11+cu130, transformers 5.19, trl 1.16, peft 0.21.2,
-# bitsandbytes 0.50.2, liger-kernel 0.8.5): bench/results/train_gpu.json, call 2 (batch 1: one row
-# per pass, SDPA) and call 4 (batch 4: padding-free through flex attention, peft 0.21.0).
+# bench/train_gpu.py on an H200, ragtune's trainer as `ragtune train-adapter` runs it on CUDA
+# (bf16 autocast, no upcast, decoder layers compiled, expandable allocator segments, completion-only
+# loss, paged_adamw_8bit, GC; r=16; torch 2.11+cu130, transformers 5.19, trl 1.16, peft 0.21.0,
+# bitsandbytes 0.50.2): bench/results/train_gpu.json, call 14 (batch 1: one row per pass, SDPA,
+# activation offloading — the default there), call 12 (batch 4, padding-free through flex
+# attention, with offloading) and call 10 (batch 4 without it — the default at batch 4).
 H200_RAGTUNE_BENCH = [
-    ("8B", 2048, 1, 0.992, 6.425, 6.842),
-    ("8B", 2048, 4, 0.992, 8.995, 9.799),
+    ("8B", 2048, 1, True, 0.992, 6.152, 6.357),
+    ("8B", 2048, 4, True, 0.992, 7.914, 8.393),
+    ("8B", 2048, 4, False, 0.992, 9.658, 10.031),
 ]
 
 
-@pytest.mark.parametrize(("size", "seq", "batch", "fraction", "allocated", "reserved"), H200_RAGTUNE_BENCH)
-def test_matches_ragtunes_gpu_recipe(size, seq, batch, fraction, allocated, reserved):
-    r = plan_for(size, seq_len=seq, batch_size=batch, autocast=True, loss_token_fraction=fraction)
+@pytest.mark.parametrize(("size", "seq", "batch", "offload", "fraction", "allocated", "reserved"), H200_RAGTUNE_BENCH)
+def test_matches_ragtunes_gpu_recipe(size, seq, batch, offload, fraction, allocated, reserved):
+    r = plan_for(size, seq_len=seq, batch_size=batch, autocast=True, loss_token_fraction=fraction,
+                 activation_offloading=offload)
     assert r.peak_allocated_gib == pytest.approx(allocated, rel=0.15)
     assert r.peak_reserved_gib == pytest.approx(reserved, rel=0.15)
 
