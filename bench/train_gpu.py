@@ -25,6 +25,8 @@ after each run. Recipes:
   ragtune-plain    ``liger_kernels: false, padding_free: false, torch_compile: false``
   ragtune-sdpa     the default with ``attention: sdpa`` (padding-free rows through SDPA's masked kernel)
   ragtune-offload  the default + ``activation_offloading: true`` (``ragtune-no-offload``: false)
+  ragtune-optim-nosync  the default with bitsandbytes' per-parameter device synchronisation in the
+                   8-bit optimizer step removed (an experiment: ``drop_bnb_step_syncs``)
   ragtune-fixed-segments  the default with the caching allocator's fixed segments
                    (``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:False``; the trainer asks for
                    expandable ones where the variable is unset)
@@ -67,10 +69,24 @@ OVERRIDES = {"ragtune": {}, "ragtune-plain": {"liger_kernels": False, "padding_f
              "ragtune-eager": {"torch_compile": False}, "ragtune-compile-liger": {"liger_kernels": True},
              "ragtune-sdpa": {"attention": "sdpa"}, "ragtune-offload": {"activation_offloading": True},
              "ragtune-no-offload": {"activation_offloading": False},
-             "ragtune-fixed-segments": {}}
+             "ragtune-fixed-segments": {}, "ragtune-optim-nosync": {}}
 # Environment of a recipe's worker process (the trainer leaves a PYTORCH_CUDA_ALLOC_CONF it finds alone).
 RECIPE_ENV = {"ragtune-fixed-segments": {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:False"}}
 MANUAL = ("hf", "unsloth")
+
+
+def drop_bnb_step_syncs() -> None:
+    """An experiment, not the recipe: bitsandbytes 0.50.2's ``Optimizer8bit.step`` calls
+    ``torch.cuda.synchronize()`` after every parameter's update (448 per step here). Every update
+    and the training itself run on the default stream, so stream order already serialises them;
+    this measures what the syncs cost (upstream PR bitsandbytes#2050 drops them for non-paged states)."""
+    import bitsandbytes.optim.optimizer as bnb_optimizer
+
+    bnb_optimizer.sync_gpu = lambda tensor: None
+
+
+# What a recipe changes in the worker process before training (experiments outside the config).
+RECIPE_PATCHES = {"ragtune-optim-nosync": drop_bnb_step_syncs}
 # The recorded prompt lengths include the trainer's template; this many are taken off for the ids.
 # Under the word-level tokenizer ragtune's rows then come out 5 tokens longer than the manual
 # loop's (template words and EOS: 2,040 against 2,035 per fixed row, in bench/results).
@@ -299,6 +315,7 @@ def main() -> int:
         elif recipe == "unsloth":
             result = worker_unsloth(args.model_dir, data, batch, args.steps, args.warmup)
         else:
+            RECIPE_PATCHES.get(recipe, lambda: None)()
             result = worker_ragtune(args.model_dir, data, batch, args.steps, args.warmup, OVERRIDES[recipe])
         print("RESULT " + json.dumps(result))
         return 0
