@@ -219,10 +219,7 @@ def load_training_model(base_dir: Path, runtime: Runtime, config: TrainConfig, r
             base_dir, quantization_config=bnb, dtype=dtype, attn_implementation=runtime.attention,
             device_map={"": rank.local} if runtime.device == "cuda" else None,  # DDP: this process's GPU
         )
-        if runtime.liger_kernels:
-            apply_liger_kernels(model)
-        if runtime.torch_compile:
-            compile_decoder_layers(model)
+        apply_layer_speedups(model, runtime)
         if runtime.compute_dtype == "bfloat16":
             return freeze_base(model, runtime)
         # fp16 needs peft's preparation: it keeps every weight that is not 4-bit in fp32.
@@ -232,11 +229,16 @@ def load_training_model(base_dir: Path, runtime: Runtime, config: TrainConfig, r
         )
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype,
                                                  attn_implementation=runtime.attention).to(runtime.device)
+    apply_layer_speedups(model, runtime)
+    return model
+
+
+def apply_layer_speedups(model, runtime: Runtime) -> None:
+    """liger's kernels and/or the compiled decoder layers, as the runtime resolved them."""
     if runtime.liger_kernels:
         apply_liger_kernels(model)
     if runtime.torch_compile:
         compile_decoder_layers(model)
-    return model
 
 
 def compile_decoder_layers(model) -> int:

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import pytest
 
+from trainer.config import ALL_PROJECTIONS as TARGETS
 from trainer.train import compile_decoder_layers
 
 pytestmark = pytest.mark.slow
-
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def _loss_and_grads(compiled: bool):
