@@ -17,16 +17,16 @@ after each run. Recipes:
                    transformers' own loss on the full logits
   ragtune          ``trainer.train.train_adapter`` exactly as ``ragtune train-adapter`` runs it on CUDA
                    (trl SFTTrainer, completion-only loss through trl's chunked LM head, paged 8-bit
-                   AdamW, card and publish) with the default recipe: decoder layers compiled
-                   (torch.compile), padding-free batches through flex attention; at one row per
-                   pass no packing (SDPA) and activation offloading
+                   AdamW without per-parameter syncs, card and publish) with the default recipe:
+                   decoder layers compiled (torch.compile), padding-free batches through flex
+                   attention; at one row per pass no packing (SDPA) and activation offloading
   ragtune-eager    the default with ``torch_compile: false`` (liger's kernels then, the recipe before)
   ragtune-compile-liger  the default + ``liger_kernels: true``
   ragtune-plain    ``liger_kernels: false, padding_free: false, torch_compile: false``
   ragtune-sdpa     the default with ``attention: sdpa`` (padding-free rows through SDPA's masked kernel)
   ragtune-offload  the default + ``activation_offloading: true`` (``ragtune-no-offload``: false)
-  ragtune-optim-nosync  the default with bitsandbytes' per-parameter device synchronisation in the
-                   8-bit optimizer step removed (an experiment: ``drop_bnb_step_syncs``)
+  ragtune-bnb-syncs  the default with bitsandbytes' per-parameter device synchronisation in the
+                   8-bit optimizer step left in (the recipe before; the trainer now drops it)
   ragtune-fixed-segments  the default with the caching allocator's fixed segments
                    (``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:False``; the trainer asks for
                    expandable ones where the variable is unset)
@@ -56,6 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -69,24 +70,22 @@ OVERRIDES = {"ragtune": {}, "ragtune-plain": {"liger_kernels": False, "padding_f
              "ragtune-eager": {"torch_compile": False}, "ragtune-compile-liger": {"liger_kernels": True},
              "ragtune-sdpa": {"attention": "sdpa"}, "ragtune-offload": {"activation_offloading": True},
              "ragtune-no-offload": {"activation_offloading": False},
-             "ragtune-fixed-segments": {}, "ragtune-optim-nosync": {}}
+             "ragtune-fixed-segments": {}, "ragtune-bnb-syncs": {}}
 # Environment of a recipe's worker process (the trainer leaves a PYTORCH_CUDA_ALLOC_CONF it finds alone).
 RECIPE_ENV = {"ragtune-fixed-segments": {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:False"}}
 MANUAL = ("hf", "unsloth")
 
 
-def drop_bnb_step_syncs() -> None:
-    """An experiment, not the recipe: bitsandbytes 0.50.2's ``Optimizer8bit.step`` calls
-    ``torch.cuda.synchronize()`` after every parameter's update (448 per step here). Every update
-    and the training itself run on the default stream, so stream order already serialises them;
-    this measures what the syncs cost (upstream PR bitsandbytes#2050 drops them for non-paged states)."""
-    import bitsandbytes.optim.optimizer as bnb_optimizer
+def keep_bnb_step_syncs() -> None:
+    """The default with bitsandbytes' per-parameter ``torch.cuda.synchronize()`` in the 8-bit
+    optimizer step left in (the trainer drops it for the training call: ``bnb_steps_without_syncs``)."""
+    import trainer.train
 
-    bnb_optimizer.sync_gpu = lambda tensor: None
+    trainer.train.bnb_steps_without_syncs = nullcontext
 
 
 # What a recipe changes in the worker process before training (experiments outside the config).
-RECIPE_PATCHES = {"ragtune-optim-nosync": drop_bnb_step_syncs}
+RECIPE_PATCHES = {"ragtune-bnb-syncs": keep_bnb_step_syncs}
 # The recorded prompt lengths include the trainer's template; this many are taken off for the ids.
 # Under the word-level tokenizer ragtune's rows then come out 5 tokens longer than the manual
 # loop's (template words and EOS: 2,040 against 2,035 per fixed row, in bench/results).
