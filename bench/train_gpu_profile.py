@@ -1,12 +1,14 @@
 """Where a step of ragtune's CUDA trainer goes: torch.profiler over two steps of the bench worker.
 
-    python bench/train_gpu_profile.py [DATA] [BATCH] [RECIPE]   (default: fixed-2048 1 ragtune-sdpa)
+    python bench/train_gpu_profile.py [DATA] [BATCH] [RECIPE] [TRACE]   (default: fixed-2048 1 ragtune-sdpa)
 
 Runs ``bench/train_gpu.py``'s ragtune worker with RECIPE's overrides (``train_adapter`` as ``ragtune train-adapter`` runs it)
 for 8 steps on the random Llama-3.1-8B-shape model that ``bench/train_gpu.py`` builds, profiles steps
 6-7, and prints the kernel table sorted by GPU time with the total GPU time of the two steps. Compare
-that total with the steps' wall time: the difference is time the GPU waited for the CPU. Without
-CUDA it prints a skip line and exits 0.
+that total with the steps' wall time: the difference is time the GPU waited for the CPU; the
+second table (by CPU time) says where the host spends it. TRACE, if given, is where the Chrome
+trace of the two steps goes (gzip it for the trip back). Without CUDA it prints a skip line and
+exits 0.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def main() -> int:
 
     given, defaults = sys.argv[1:4], ["fixed-2048", "1", "ragtune-sdpa"]
     data, batch, recipe = given + defaults[len(given):]
+    trace = sys.argv[4] if len(sys.argv) > 4 else None
     model_dir = train_gpu.MODEL_DIR
     if not (model_dir / "config.json").is_file():
         train_gpu.build_model(model_dir)
@@ -49,6 +52,9 @@ def main() -> int:
             print(table.table(sort_by="self_cuda_time_total", row_limit=40, max_name_column_width=70))
             gpu_ms = sum(e.self_device_time_total for e in table) / 1e3
             print(f"PROF total self cuda ms over 2 steps: {gpu_ms:.0f}")
+            print(table.table(sort_by="self_cpu_time_total", row_limit=40, max_name_column_width=70))
+            if trace:
+                self.prof.export_chrome_trace(trace)
 
     result = train_gpu.worker_ragtune(model_dir, data, int(batch), 8, 3, train_gpu.OVERRIDES[recipe],
                                        (Profiled(),))

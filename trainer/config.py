@@ -71,16 +71,19 @@ class TrainConfig(BaseModel):
         "a forward pass holds one row (the setting for the smallest card), off otherwise.",
     )
     torch_compile: bool | None = Field(
-        default=None, description="CUDA only: compile each decoder layer, LoRA included, with torch.compile "
-        "(one graph shared by all layers, compiled at the first step): fused norms, activations and LoRA "
-        "sums, and one launch plan per layer instead of a hundred Python-dispatched ops (measured +44% "
-        "tokens/s at one row of 2,048, +11% at four). Unset: on with CUDA where Triton and a C compiler are "
+        default=None, description="CUDA only: compile each decoder layer, LoRA and gradient checkpointing "
+        "included, with torch.compile (one graph shared by all layers, compiled at the first step): fused "
+        "norms, activations and LoRA sums, one launch plan per layer instead of a hundred Python-dispatched "
+        "ops, and a backward that recomputes only what it reads (measured +44% tokens/s at one row of 2,048, "
+        "+11% at four, before the recompute change). Unset: on with CUDA where Triton and a C compiler are "
         "present; off on CPU.",
     )
-    attention: Literal["auto", "sdpa", "flex_attention", "eager"] = Field(
-        default="auto", description="transformers attention implementation. 'auto': flex_attention for "
-        "padding-free batches on CUDA (its block mask skips the attention between rows, which SDPA computes "
-        "and masks away: 4 rows of 2,048 cost 4x the attention of one; measured +51% tokens/s), sdpa otherwise.",
+    attention: Literal["auto", "sdpa", "varlen", "flex_attention", "eager"] = Field(
+        default="auto", description="Attention implementation. 'varlen': PyTorch's FlashAttention varlen kernel, "
+        "which takes the rows' bounds in a padding-free batch (CUDA, bf16/fp16, torch >= 2.10); other batches "
+        "go through SDPA. 'auto': varlen for padding-free batches on CUDA where it can run, else flex_attention "
+        "(its block mask also skips the attention between rows, which SDPA with a mask computes and masks away: "
+        "4 rows of 2,048 cost 4x the attention of one); sdpa when batches are not padding-free.",
     )
 
     # --- LoRA
@@ -337,12 +340,14 @@ def cpu_micro_batch(batch: int, longest_tokens: int | None) -> int:
 
 
 def resolve_runtime(config: TrainConfig, *, cuda: bool | None = None, longest_tokens: int | None = None,
-                    processes: int = 1, model_type: str | None = None) -> Runtime:
+                    processes: int = 1, model_type: str | None = None,
+                    attention_needs: dict[str, bool] | None = None) -> Runtime:
     """Turn 'auto' and CUDA-only choices into what will actually run on this machine.
 
     ``longest_tokens``: the longest training row, which bounds the CPU micro-batch.
     ``processes``: the processes of a multi-GPU launch (each trains the recipe's batch).
     ``model_type``: the base's ``config.json`` model_type, which decides liger's default.
+    ``attention_needs``: what the base's attention needs of a kernel (``trainer.attention.model_attention_needs``).
     """
     import torch
 
@@ -373,7 +378,7 @@ def resolve_runtime(config: TrainConfig, *, cuda: bool | None = None, longest_to
     batch = config.per_device_batch_size * config.gradient_accumulation_steps
     micro, accumulation = config.per_device_batch_size, config.gradient_accumulation_steps
     liger, padding_free, offloading, compiled = cuda_speedups(config, cuda, model_type, notes)
-    attention = attention_for(config, padding_free)
+    attention = attention_for(config, padding_free, compute_dtype, attention_needs or {}, notes)
     if processes > 1:
         notes.append(f"{processes} processes (DDP): each trains the recipe's batch of {batch} rows, so an "
                      f"optimizer step sees {batch * processes} rows and an epoch takes 1/{processes} of the steps")
@@ -444,16 +449,30 @@ def can_compile(notes: list[str]) -> bool:
     return True
 
 
-def attention_for(config: TrainConfig, padding_free: bool) -> str:
+def attention_for(config: TrainConfig, padding_free: bool, compute_dtype: str, needs: dict[str, bool],
+                  notes: list[str]) -> str:
     """The attention implementation: the config's, or for 'auto' the one that suits the batches.
 
     A padding-free batch is one long row with positions restarting per example. SDPA then gets a
-    block-diagonal mask, which rules out its flash kernel and still computes every masked block;
-    flex attention's block mask skips them (padding-free is CUDA-only, and so is this choice).
+    block-diagonal mask, which rules out its flash kernel and still computes every masked block.
+    The varlen kernel takes the rows' bounds instead and computes no masked block; flex attention's
+    block mask also skips them, where the varlen kernel cannot run (padding-free is CUDA-only).
     """
+    from trainer.attention import varlen_supported
+
+    runs = compute_dtype in ("bfloat16", "float16") and varlen_supported(**needs)
+    if config.attention == "varlen" and padding_free and not runs:
+        raise ConfigError("attention: varlen needs CUDA, torch >= 2.10 (torch.nn.attention.varlen), bf16 or fp16 "
+                          "compute and a base without attention soft-capping; use attention: auto",
+                          param="attention")
     if config.attention != "auto":
         return config.attention
-    return "flex_attention" if padding_free else "sdpa"
+    if not padding_free:
+        return "sdpa"
+    if not runs:
+        notes.append("attention auto -> flex_attention: the varlen kernel needs torch >= 2.10 on CUDA, bf16/fp16 "
+                     "compute and a base without attention soft-capping")
+    return "varlen" if runs else "flex_attention"
 
 
 def cpu_compute_dtype(config: TrainConfig, notes: list[str]) -> str:

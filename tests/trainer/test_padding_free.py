@@ -25,7 +25,8 @@ def _loss_sum(model, batch):
     """
     import torch
 
-    inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")}
+    inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids", "cu_seq_lens_q",
+                                                      "cu_seq_lens_k", "max_length_q", "max_length_k")}
     with torch.no_grad():
         logits = model(**inputs, use_cache=False).logits
     labels = batch["labels"][:, 1:]
@@ -34,7 +35,8 @@ def _loss_sum(model, batch):
     return -logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)[keep].sum(), int(keep.sum())
 
 
-def test_padding_free_batch_has_the_padded_batchs_loss(model, tokenizer):
+def collated_rows(tokenizer):
+    """Three rows of different lengths as trl collates them: (padded batch, padding-free batch)."""
     from datasets import Dataset
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
@@ -47,6 +49,11 @@ def test_padding_free_batch_has_the_padded_batchs_loss(model, tokenizer):
     flat = DataCollatorForLanguageModeling(pad_token_id=pad, padding_free=True)(examples)
     assert flat["input_ids"].shape[0] == 1 and "attention_mask" not in flat
     assert flat["input_ids"].shape[1] == sum(len(e["input_ids"]) for e in examples) < padded["input_ids"].numel()
+    return padded, flat
+
+
+def test_padding_free_batch_has_the_padded_batchs_loss(model, tokenizer):
+    padded, flat = collated_rows(tokenizer)
     loss_padded, n_padded = _loss_sum(model, padded)
     loss_flat, n_flat = _loss_sum(model, flat)
     # trl masks each row's first token in the flat batch (no previous token of its own to predict from).
