@@ -21,10 +21,13 @@ from functools import cache
 import torch
 
 VARLEN = "ragtune_varlen"
+# The kernel and the keyword arguments this torch version's ``varlen_attn`` takes, set by
+# :func:`register` outside any compiled region (the forward below only reads it).
+_kernel: tuple | None = None
 
 
 @cache
-def _varlen_fn():
+def _find_kernel() -> tuple | None:
     """torch's ``varlen_attn`` and the keyword arguments this torch version takes, or None."""
     try:
         from torch.nn.attention.varlen import varlen_attn
@@ -39,7 +42,7 @@ def varlen_supported(*, sliding_window: bool = False, softcap: bool = False) -> 
     The kernel runs on CUDA in bf16/fp16; sliding windows need torch's ``window_size`` argument
     (torch >= 2.11), and a logit soft-cap is not offered at all.
     """
-    found = _varlen_fn()
+    found = _find_kernel()
     if found is None or softcap or not torch.cuda.is_available():
         return False
     return not sliding_window or "window_size" in found[1]
@@ -61,9 +64,12 @@ def implementation(attention: str) -> str:
 
 def register() -> None:
     """Make ``attn_implementation=VARLEN`` known to transformers (idempotent)."""
+    global _kernel
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
 
+    if _kernel is None:
+        _kernel = _find_kernel()
     AttentionInterface.register(VARLEN, varlen_attention_forward)
     AttentionMaskInterface.register(VARLEN, varlen_mask)
 
@@ -90,7 +96,7 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout:
         raise ValueError("ragtune_varlen attention has no dropout (attention_dropout must be 0 for training)")
     if softcap:
         raise ValueError("ragtune_varlen attention has no logit soft-cap: use attention: flex_attention")
-    varlen_attn, params = _varlen_fn()
+    varlen_attn, params = _kernel
     # [1, heads, tokens, dim] -> [tokens, heads, dim]: the packed layout the kernel takes.
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))
     options = {"scale": scaling}
@@ -102,8 +108,11 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout:
         options["is_causal"] = causal
     if "enable_gqa" in params and q.shape[1] != k.shape[1]:
         options["enable_gqa"] = True
-    out = varlen_attn(q, k, v, cu_q.to(torch.int32), cu_k.to(torch.int32), int(kwargs["max_length_q"]),
-                      int(kwargs["max_length_k"]), **options)
+    # trl's collator gives the longest row as a Python int; torch.compile then traces it as a symbolic
+    # size (no recompile per length). A tensor (transformers' own derivation) is read once here.
+    max_q, max_k = (int(m) if isinstance(m, torch.Tensor) else m
+                    for m in (kwargs["max_length_q"], kwargs["max_length_k"]))
+    out = varlen_attn(q, k, v, cu_q.to(torch.int32), cu_k.to(torch.int32), max_q, max_k, **options)
     return out.unsqueeze(0), None
 
 

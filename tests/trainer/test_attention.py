@@ -35,8 +35,7 @@ def reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, window_si
 
 @pytest.fixture()
 def cpu_kernel(monkeypatch):
-    monkeypatch.setattr(attention, "_varlen_fn",
-                        lambda: (reference_varlen, frozenset({"scale", "window_size", "enable_gqa"})))
+    monkeypatch.setattr(attention, "_kernel", (reference_varlen, frozenset({"scale", "window_size", "enable_gqa"})))
 
 
 def _model(base_model_dir, attn: str):
@@ -116,12 +115,12 @@ def test_model_attention_needs_reads_config_json():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available() or attention._varlen_fn() is None,
-                    reason="needs CUDA and torch >= 2.10")
+@pytest.mark.skipif(not attention.varlen_supported(), reason="needs CUDA and torch >= 2.10")
 @pytest.mark.parametrize("window", [None, 4])
 def test_cuda_kernel_matches_per_row_attention_forward_and_backward(window):
     if window and not attention.varlen_supported(sliding_window=True):
         pytest.skip("this torch's varlen kernel has no sliding window")
+    attention.register()
     q, k, v, bounds = _packed("cuda", torch.bfloat16, lengths=(70, 130, 33), heads=4, kv_heads=2, dim=128)
     out, _ = attention.varlen_attention_forward(_Attn(), q, k, v, None, scaling=128**-0.5, sliding_window=window,
                                                 **bounds)
