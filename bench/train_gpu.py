@@ -18,15 +18,13 @@ after each run. Recipes:
   ragtune          ``trainer.train.train_adapter`` exactly as ``ragtune train-adapter`` runs it on CUDA
                    (trl SFTTrainer, completion-only loss through trl's chunked LM head, paged 8-bit
                    AdamW without per-parameter syncs, card and publish) with the default recipe:
-                   decoder layers compiled (torch.compile), padding-free batches through PyTorch's
-                   FlashAttention varlen kernel; at one row per pass no packing (SDPA) and
-                   activation offloading
-  ragtune-flex     the default with ``attention: flex_attention`` (padding-free rows through flex
-                   attention's block mask)
-  ragtune-ckpt-outside  the default with transformers' checkpointing wrapper around each compiled
-                   layer (the recompute reruns the whole compiled forward) instead of checkpointing
-                   inside the compiled graph
-  ragtune-before   flex attention + checkpointing outside the graph: the default of 2026-12-02
+                   decoder layers compiled (torch.compile), padding-free batches through flex
+                   attention; at one row per pass no packing (SDPA) and activation offloading
+  ragtune-varlen   the default with ``attention: varlen`` (padding-free rows through PyTorch's
+                   FlashAttention varlen kernel)
+  ragtune-ckpt-in-graph  the default with ``checkpoint_in_graph: true`` (checkpointing inside each
+                   compiled layer's graph: the backward recomputes only what it reads)
+  ragtune-next     both of the above
   ragtune-eager    the default with ``torch_compile: false`` (liger's kernels then, the recipe before)
   ragtune-compile-liger  the default + ``liger_kernels: true``
   ragtune-plain    ``liger_kernels: false, padding_free: false, torch_compile: false``
@@ -75,8 +73,9 @@ VOCAB = 128256
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 OVERRIDES = {"ragtune": {}, "ragtune-plain": {"liger_kernels": False, "padding_free": False, "torch_compile": False},
              "ragtune-eager": {"torch_compile": False}, "ragtune-compile-liger": {"liger_kernels": True},
-             "ragtune-sdpa": {"attention": "sdpa"}, "ragtune-flex": {"attention": "flex_attention"},
-             "ragtune-ckpt-outside": {}, "ragtune-before": {"attention": "flex_attention"}, "ragtune-offload": {"activation_offloading": True},
+             "ragtune-sdpa": {"attention": "sdpa"}, "ragtune-varlen": {"attention": "varlen"},
+             "ragtune-ckpt-in-graph": {"checkpoint_in_graph": True},
+             "ragtune-next": {"attention": "varlen", "checkpoint_in_graph": True}, "ragtune-offload": {"activation_offloading": True},
              "ragtune-no-offload": {"activation_offloading": False},
              "ragtune-fixed-segments": {}, "ragtune-bnb-syncs": {}}
 # Environment of a recipe's worker process (the trainer leaves a PYTORCH_CUDA_ALLOC_CONF it finds alone).
@@ -92,17 +91,8 @@ def keep_bnb_step_syncs() -> None:
     trainer.train.bnb_steps_without_syncs = nullcontext
 
 
-def checkpoint_outside_graph() -> None:
-    """Compiled layers keep transformers' checkpointing wrapper around the call (the recipe before
-    ``trainer.train.checkpoint_inside``)."""
-    import trainer.train
-
-    trainer.train.checkpoint_inside = lambda layer_class: layer_class
-
-
 # What a recipe changes in the worker process before training (experiments outside the config).
-RECIPE_PATCHES = {"ragtune-bnb-syncs": keep_bnb_step_syncs, "ragtune-ckpt-outside": checkpoint_outside_graph,
-                  "ragtune-before": checkpoint_outside_graph}
+RECIPE_PATCHES = {"ragtune-bnb-syncs": keep_bnb_step_syncs}
 # The recorded prompt lengths include the trainer's template; this many are taken off for the ids.
 # Under the word-level tokenizer ragtune's rows then come out 5 tokens longer than the manual
 # loop's (template words and EOS: 2,040 against 2,035 per fixed row, in bench/results).

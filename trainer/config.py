@@ -71,19 +71,24 @@ class TrainConfig(BaseModel):
         "a forward pass holds one row (the setting for the smallest card), off otherwise.",
     )
     torch_compile: bool | None = Field(
-        default=None, description="CUDA only: compile each decoder layer, LoRA and gradient checkpointing "
-        "included, with torch.compile (one graph shared by all layers, compiled at the first step): fused "
-        "norms, activations and LoRA sums, one launch plan per layer instead of a hundred Python-dispatched "
-        "ops, and a backward that recomputes only what it reads (measured +44% tokens/s at one row of 2,048, "
-        "+11% at four, before the recompute change). Unset: on with CUDA where Triton and a C compiler are "
-        "present; off on CPU.",
+        default=None, description="CUDA only: compile each decoder layer, LoRA included, with torch.compile "
+        "(one graph shared by all layers, compiled at the first step): fused norms, activations and LoRA "
+        "sums, one launch plan per layer instead of a hundred Python-dispatched "
+        "ops (measured +44% tokens/s at one row of 2,048, +11% at four). Unset: on with CUDA where Triton and a "
+        "C compiler are present; off on CPU.",
+    )
+    checkpoint_in_graph: bool = Field(
+        default=False, description="CUDA, with torch_compile: checkpoint inside each compiled layer's graph "
+        "instead of around the layer call, so the backward recomputes only what it reads (not the down "
+        "projection's matmuls: ~27% of a Llama layer's recomputed FLOPs; checked on CPU). Off until measured "
+        "on a GPU.",
     )
     attention: Literal["auto", "sdpa", "varlen", "flex_attention", "eager"] = Field(
-        default="auto", description="Attention implementation. 'varlen': PyTorch's FlashAttention varlen kernel, "
-        "which takes the rows' bounds in a padding-free batch (CUDA, bf16/fp16, torch >= 2.10); other batches "
-        "go through SDPA. 'auto': varlen for padding-free batches on CUDA where it can run, else flex_attention "
-        "(its block mask also skips the attention between rows, which SDPA with a mask computes and masks away: "
-        "4 rows of 2,048 cost 4x the attention of one); sdpa when batches are not padding-free.",
+        default="auto", description="Attention implementation. 'auto': flex_attention for padding-free batches "
+        "on CUDA (its block mask skips the attention between rows, which SDPA computes and masks away: 4 rows "
+        "of 2,048 cost 4x the attention of one; measured +51% tokens/s), sdpa otherwise. 'varlen': PyTorch's "
+        "FlashAttention varlen kernel, which takes the rows' bounds in a padding-free batch instead of a mask "
+        "(CUDA, bf16/fp16, torch >= 2.10; not yet measured on a GPU); other batches go through SDPA.",
     )
 
     # --- LoRA
@@ -297,6 +302,7 @@ class Runtime:
     attention: str = "sdpa"
     torch_compile: bool = False
     compute_dtype: str = "bfloat16"  # the base's dtype as loaded (the config's, or fp32 on a CPU without bf16)
+    checkpoint_in_graph: bool = False
 
     @property
     def method(self) -> Literal["qlora-nf4", "lora-bf16"]:
@@ -318,6 +324,7 @@ class Runtime:
             "attention": self.attention,
             "torch_compile": self.torch_compile,
             "compute_dtype": self.compute_dtype,
+            "checkpoint_in_graph": self.checkpoint_in_graph,
             "notes": list(self.notes),
         }
 
@@ -378,7 +385,10 @@ def resolve_runtime(config: TrainConfig, *, cuda: bool | None = None, longest_to
     batch = config.per_device_batch_size * config.gradient_accumulation_steps
     micro, accumulation = config.per_device_batch_size, config.gradient_accumulation_steps
     liger, padding_free, offloading, compiled = cuda_speedups(config, cuda, model_type, notes)
-    attention = attention_for(config, padding_free, compute_dtype, attention_needs or {}, notes)
+    attention = attention_for(config, padding_free, compute_dtype, attention_needs or {})
+    in_graph = config.checkpoint_in_graph and compiled and checkpointing
+    if config.checkpoint_in_graph and not in_graph:
+        notes.append("checkpoint_in_graph needs torch_compile and gradient_checkpointing on: off")
     if processes > 1:
         notes.append(f"{processes} processes (DDP): each trains the recipe's batch of {batch} rows, so an "
                      f"optimizer step sees {batch * processes} rows and an epoch takes 1/{processes} of the steps")
@@ -394,7 +404,8 @@ def resolve_runtime(config: TrainConfig, *, cuda: bool | None = None, longest_to
                          f"{micro} x {accumulation} on CPU (same {batch} rows per step, fewer, larger passes)")
     return Runtime("cuda" if cuda else "cpu", gpu_name, gpu_count, quantization, optimizer, bf16_autocast,
                    eval_during_training, tuple(notes), checkpointing, micro, accumulation, liger, padding_free,
-                   offloading, attention, compiled, compute_dtype)
+                   offloading, attention, compiled, compute_dtype,
+                   checkpoint_in_graph=in_graph)
 
 
 #: Model families on which liger's kernels were checked to give the plain recipe's loss
@@ -449,30 +460,24 @@ def can_compile(notes: list[str]) -> bool:
     return True
 
 
-def attention_for(config: TrainConfig, padding_free: bool, compute_dtype: str, needs: dict[str, bool],
-                  notes: list[str]) -> str:
+def attention_for(config: TrainConfig, padding_free: bool, compute_dtype: str, needs: dict[str, bool]) -> str:
     """The attention implementation: the config's, or for 'auto' the one that suits the batches.
 
     A padding-free batch is one long row with positions restarting per example. SDPA then gets a
-    block-diagonal mask, which rules out its flash kernel and still computes every masked block.
-    The varlen kernel takes the rows' bounds instead and computes no masked block; flex attention's
-    block mask also skips them, where the varlen kernel cannot run (padding-free is CUDA-only).
+    block-diagonal mask, which rules out its flash kernel and still computes every masked block;
+    flex attention's block mask skips them, and so does the varlen kernel, which takes the rows'
+    bounds instead of a mask (padding-free is CUDA-only, and so is this choice).
     """
     from trainer.attention import varlen_supported
 
-    runs = compute_dtype in ("bfloat16", "float16") and varlen_supported(**needs)
-    if config.attention == "varlen" and padding_free and not runs:
+    if config.attention == "varlen" and padding_free and not (
+            compute_dtype in ("bfloat16", "float16") and varlen_supported(**needs)):
         raise ConfigError("attention: varlen needs CUDA, torch >= 2.10 (torch.nn.attention.varlen), bf16 or fp16 "
                           "compute and a base without attention soft-capping; use attention: auto",
                           param="attention")
     if config.attention != "auto":
         return config.attention
-    if not padding_free:
-        return "sdpa"
-    if not runs:
-        notes.append("attention auto -> flex_attention: the varlen kernel needs torch >= 2.10 on CUDA, bf16/fp16 "
-                     "compute and a base without attention soft-capping")
-    return "varlen" if runs else "flex_attention"
+    return "flex_attention" if padding_free else "sdpa"
 
 
 def cpu_compute_dtype(config: TrainConfig, notes: list[str]) -> str:

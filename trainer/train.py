@@ -245,25 +245,26 @@ def apply_layer_speedups(model, runtime: Runtime) -> None:
     if runtime.liger_kernels:
         apply_liger_kernels(model)
     if runtime.torch_compile:
-        compile_decoder_layers(model)
+        compile_decoder_layers(model, checkpoint_in_graph=runtime.checkpoint_in_graph)
 
 
-def compile_decoder_layers(model) -> int:
-    """torch.compile every decoder layer in place, with its gradient checkpointing inside the graph;
-    returns how many.
+def compile_decoder_layers(model, *, checkpoint_in_graph: bool = False) -> int:
+    """torch.compile every decoder layer in place; returns how many.
 
     Regional compilation: the layers are instances of one class, so they share one graph (compiled
     at the first step, reused by all). The compile is lazy, so the LoRA layers peft inserts
-    afterwards are inside the graph. Checkpointing moves from transformers' wrapper around the
-    layer call into the compiled forward (:func:`checkpoint_inside`): the backward graph then
-    recomputes only what the backward reads, which leaves out the down projection's matmuls (the
-    layer's output is not needed to differentiate it; ~27% of a Llama layer's recomputed FLOPs).
+    afterwards are inside the graph. With ``checkpoint_in_graph`` the checkpointing moves from
+    transformers' wrapper around the layer call into the compiled forward (:func:`checkpoint_inside`):
+    the backward graph then recomputes only what the backward reads, which leaves out the down
+    projection's matmuls (the layer's output is not needed to differentiate it; ~27% of a Llama
+    layer's recomputed FLOPs). Without it the recompute reruns the whole compiled forward.
     """
     from transformers.modeling_layers import GradientCheckpointingLayer
 
     layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
     for layer in layers:
-        layer.__class__ = checkpoint_inside(type(layer))
+        if checkpoint_in_graph:
+            layer.__class__ = checkpoint_inside(type(layer))
         layer.compile()
     return len(layers)
 

@@ -16,7 +16,7 @@ from trainer.train import compile_decoder_layers
 pytestmark = pytest.mark.slow
 
 
-def _loss_and_grads(compiled: bool):
+def _loss_and_grads(compiled: bool, checkpoint_in_graph: bool = False):
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -27,7 +27,7 @@ def _loss_and_grads(compiled: bool):
     for p in model.parameters():
         p.requires_grad_(False)
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    layers = compile_decoder_layers(model) if compiled else 0
+    layers = compile_decoder_layers(model, checkpoint_in_graph=checkpoint_in_graph) if compiled else 0
     # init_lora_weights=False: B is random too, so every LoRA weight gets a non-trivial gradient.
     model = get_peft_model(model, LoraConfig(r=4, lora_alpha=4, target_modules=TARGETS, init_lora_weights=False))
     model.train()
@@ -50,6 +50,7 @@ def test_compiled_layers_train_like_eager_ones_in_one_graph():
     counters.clear()
     _, eager_loss, eager_grads, eager_matmuls = _loss_and_grads(compiled=False)
     layers, loss, grads, matmuls = _loss_and_grads(compiled=True)
+    assert matmuls == eager_matmuls  # the recompute reruns the whole compiled forward
 
     assert layers == 3
     assert loss == pytest.approx(eager_loss, rel=1e-5)
@@ -59,6 +60,22 @@ def test_compiled_layers_train_like_eager_ones_in_one_graph():
     # The three layers share one graph: no graph break, no recompile per layer.
     assert counters["stats"]["unique_graphs"] == 1
     assert not counters["graph_break"]
-    # Checkpointing inside the graph: the backward recomputes only what it reads, which leaves out
-    # each layer's down projection (its base matmul and its LoRA B matmul).
+
+
+def test_checkpointing_inside_the_graph_recomputes_less_for_the_same_gradients():
+    import torch
+    from torch._dynamo.utils import counters
+
+    _, eager_loss, eager_grads, eager_matmuls = _loss_and_grads(compiled=False)
+    torch._dynamo.reset()
+    counters.clear()
+    layers, loss, grads, matmuls = _loss_and_grads(compiled=True, checkpoint_in_graph=True)
+
+    assert loss == pytest.approx(eager_loss, rel=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, eager_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    assert counters["stats"]["unique_graphs"] == 1
+    assert not counters["graph_break"]
+    # The backward recomputes only what it reads, which leaves out each layer's down projection
+    # (its base matmul and its LoRA B matmul).
     assert eager_matmuls - matmuls == 2 * layers

@@ -221,3 +221,12 @@ def test_cpu_without_native_bf16_trains_in_fp32(monkeypatch):
     native = resolve_runtime(cfg, cuda=False)
     assert native.compute_dtype == "bfloat16" and native.as_dict()["compute_dtype"] == "bfloat16"
 
+
+
+def test_checkpoint_in_graph_needs_compiled_checkpointed_layers():
+    asked = {"style": "s", "data": "d", "checkpoint_in_graph": True, "torch_compile": True}
+    assert resolve_runtime(TrainConfig(**asked), cuda=True).checkpoint_in_graph
+    assert not resolve_runtime(TrainConfig(style="s", data="d", torch_compile=True), cuda=True).checkpoint_in_graph
+    off = resolve_runtime(TrainConfig(**asked, gradient_checkpointing=False), cuda=True)
+    assert not off.checkpoint_in_graph and any("checkpoint_in_graph needs" in n for n in off.notes)
+    assert not resolve_runtime(TrainConfig(**asked), cuda=False).checkpoint_in_graph
