@@ -75,7 +75,8 @@ OVERRIDES = {"ragtune": {}, "ragtune-plain": {"liger_kernels": False, "padding_f
              "ragtune-eager": {"torch_compile": False}, "ragtune-compile-liger": {"liger_kernels": True},
              "ragtune-sdpa": {"attention": "sdpa"}, "ragtune-varlen": {"attention": "varlen"},
              "ragtune-ckpt-in-graph": {"checkpoint_in_graph": True},
-             "ragtune-next": {"attention": "varlen", "checkpoint_in_graph": True}, "ragtune-offload": {"activation_offloading": True},
+             "ragtune-next": {"attention": "varlen", "checkpoint_in_graph": True},
+             "ragtune-offload": {"activation_offloading": True},
              "ragtune-no-offload": {"activation_offloading": False},
              "ragtune-fixed-segments": {}, "ragtune-bnb-syncs": {}}
 # Environment of a recipe's worker process (the trainer leaves a PYTORCH_CUDA_ALLOC_CONF it finds alone).

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.trainer.test_padding_free import _loss_sum, collated_rows
+from tests.trainer.helpers import collated_rows, loss_sum
 from trainer import attention
 
 
@@ -50,17 +50,17 @@ def test_padding_free_batch_through_varlen_has_the_padded_batchs_loss(base_model
     padded, flat = collated_rows(tokenizer)
     assert {"cu_seq_lens_q", "max_length_q"} <= set(flat)  # trl's collator hands the kernel the row bounds
     sdpa, varlen = _model(base_model_dir, "sdpa"), _model(base_model_dir, "varlen")
-    loss_padded, n = _loss_sum(sdpa, padded)
-    loss_flat, n_flat = _loss_sum(varlen, flat)
+    loss_padded, n = loss_sum(sdpa, padded)
+    loss_flat, n_flat = loss_sum(varlen, flat)
     assert n_flat == n
     assert abs(float(loss_flat) - float(loss_padded)) < 1e-3 * float(loss_padded)
     # A padded batch (no row bounds) goes through SDPA with transformers' padding mask: the same loss.
-    assert abs(float(_loss_sum(varlen, padded)[0]) - float(loss_padded)) < 1e-4 * float(loss_padded)
+    assert abs(float(loss_sum(varlen, padded)[0]) - float(loss_padded)) < 1e-4 * float(loss_padded)
     # Row bounds that join the rows (one row of everything) change the loss: the test can fail.
     total = flat["input_ids"].shape[1]
     joined = {**flat, "cu_seq_lens_q": torch.tensor([0, total], dtype=torch.int32), "max_length_q": total}
     joined["cu_seq_lens_k"], joined["max_length_k"] = joined["cu_seq_lens_q"], total
-    assert abs(float(_loss_sum(varlen, joined)[0]) - float(loss_padded)) > 1e-2 * float(loss_padded)
+    assert abs(float(loss_sum(varlen, joined)[0]) - float(loss_padded)) > 1e-2 * float(loss_padded)
 
 
 class _Attn(torch.nn.Module):
