@@ -134,3 +134,50 @@ def test_cuda_kernel_matches_per_row_attention_forward_and_backward(window):
     torch.testing.assert_close(out[0].float(), ref, atol=2e-2, rtol=2e-2)
     for got, want in zip(grads, ref_grads):
         torch.testing.assert_close(got[0].transpose(0, 1).float(), want, atol=5e-2, rtol=5e-2)
+
+
+@torch.library.custom_op("ragtune_test::varlen_reference", mutates_args=())
+def _reference_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_q: torch.Tensor, cu_k: torch.Tensor,
+                  max_q: int, max_k: int, left: int, right: int) -> torch.Tensor:
+    return reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k, window_size=(left, right))
+
+
+@_reference_op.register_fake
+def _(q, k, v, cu_q, cu_k, max_q, max_k, left, right):
+    return torch.empty_like(q)
+
+
+def _opaque_kernel(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, window_size=(-1, -1), enable_gqa=False):
+    """The stand-in as one opaque op, as torch.compile sees the real kernel."""
+    return _reference_op(q, k, v, cu_q, cu_k, max_q, max_k, *window_size)
+
+
+@pytest.mark.slow
+def test_compiled_layers_trace_varlen_without_breaks_or_a_recompile_per_length(monkeypatch):
+    from torch._dynamo.utils import counters
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from trainer.train import compile_decoder_layers
+
+    monkeypatch.setattr(attention, "_kernel", (_opaque_kernel, frozenset({"scale", "window_size", "enable_gqa"})))
+    torch.manual_seed(0)
+    config = LlamaConfig(hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=300, attn_implementation=attention.implementation("varlen"))
+    model = LlamaForCausalLM(config).eval()
+    torch._dynamo.reset()
+    counters.clear()
+    compile_decoder_layers(model)
+    for lengths in ((5, 9, 3), (12, 4, 7), (6, 6, 15), (2, 11, 8)):  # a new longest row and total each time
+        total = sum(lengths)
+        ids = torch.randint(0, 300, (1, total), generator=torch.Generator().manual_seed(total))
+        positions = torch.cat([torch.arange(n) for n in lengths])[None]
+        cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+        with torch.no_grad():
+            packed = model(input_ids=ids, position_ids=positions, cu_seq_lens_q=cu, cu_seq_lens_k=cu,
+                           max_length_q=max(lengths), max_length_k=max(lengths), use_cache=False).logits
+            rows = [model(input_ids=part, use_cache=False).logits for part in ids.split(list(lengths), dim=1)]
+        torch.testing.assert_close(packed, torch.cat(rows, dim=1), rtol=1e-4, atol=1e-4)
+    assert not counters["graph_break"]
+    # Packed calls: one graph, and one more once the longest row changes (then traced as a symbol,
+    # not recompiled per length); one-row calls (no row bounds): their own graph.
+    assert counters["stats"]["unique_graphs"] == 3
