@@ -6,8 +6,9 @@ which is what a varlen kernel needs to keep attention within each example. trans
 those only through the ``flash_attn`` packages (not installable everywhere); PyTorch >= 2.10 ships
 the same FlashAttention-2 kernel as ``torch.nn.attention.varlen.varlen_attn``. This module
 registers it with transformers under :data:`VARLEN`, so ``attn_implementation="ragtune_varlen"``
-uses it. Against flex attention (the previous choice) it needs no block mask per forward pass and
-runs the fused flash kernel (BENCHMARKS.md, "varlen attention").
+uses it. Against flex attention (the default for padding-free batches) it needs no block mask per
+forward pass and runs the fused flash kernel; it is opt-in (``attention: varlen``) until measured
+on a GPU (BENCHMARKS.md, "Built, not yet measured").
 
 Batches without example bounds (one row per pass, a padded batch, generation) take SDPA, as they
 would without this module.
