@@ -90,9 +90,11 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout:
     """transformers' attention-function contract: q/k/v ``[batch, heads, seq, dim]`` in, the output
     ``[batch, seq, heads, dim]`` and no weights out."""
     cu_q, cu_k = kwargs.get("cu_seq_lens_q"), kwargs.get("cu_seq_lens_k")
-    if cu_q is None or cu_k is None or query.shape[0] != 1:
-        return _sdpa_fallback(module, query, key, value, attention_mask, dropout, scaling, sliding_window,
-                              kwargs)
+    if cu_q is None or cu_k is None or query.shape[0] != 1:  # not padding-free: what 'sdpa' would run
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      sliding_window=sliding_window, **kwargs)
     if dropout:
         raise ValueError("ragtune_varlen attention has no dropout (attention_dropout must be 0 for training)")
     if softcap:
@@ -116,10 +118,3 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout:
     out = varlen_attn(q, k, v, cu_q.to(torch.int32), cu_k.to(torch.int32), max_q, max_k, **options)
     return out.unsqueeze(0), None
 
-
-def _sdpa_fallback(module, query, key, value, attention_mask, dropout, scaling, sliding_window, kwargs):
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    passed = {k: v for k, v in kwargs.items() if not k.startswith(("cu_seq_lens", "max_length"))}
-    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                  sliding_window=sliding_window, **passed)
