@@ -25,6 +25,8 @@ after each run. Recipes:
   ragtune-ckpt-in-graph  the default with ``checkpoint_in_graph: true`` (checkpointing inside each
                    compiled layer's graph: the backward recomputes only what it reads)
   ragtune-next     both of the above
+  ragtune-budget15 the default with ``memory_budget_gib: 15`` (the planner picks the fewest layers to
+                   checkpoint within 15 GiB; the others skip their recompute)
   ragtune-eager    the default with ``torch_compile: false`` (liger's kernels then, the recipe before)
   ragtune-compile-liger  the default + ``liger_kernels: true``
   ragtune-plain    ``liger_kernels: false, padding_free: false, torch_compile: false``
@@ -39,6 +41,9 @@ after each run. Recipes:
                    seven projections, PagedAdamW8bit) in the same loop as ``hf``; it pins older
                    transformers/trl/datasets, so its worker runs with ``--unsloth-path`` first on
                    PYTHONPATH (an environment of its own, same machine, same call)
+  unsloth-no-gc    the same without gradient checkpointing (``use_gradient_checkpointing=False``):
+                   Unsloth's fastest setting where the activations fit, the counterpart of
+                   ``ragtune-budget15`` when comparing at an equal memory budget
 
 Data ``NAME@BATCH`` (lengths in bench/train_gpu_lengths.json: prompt/completion token counts of the
 shipped training rows under the base model's tokenizer, and a seeded long-tail): ``fixed-2048``
@@ -76,12 +81,13 @@ OVERRIDES = {"ragtune": {}, "ragtune-plain": {"liger_kernels": False, "padding_f
              "ragtune-sdpa": {"attention": "sdpa"}, "ragtune-varlen": {"attention": "varlen"},
              "ragtune-ckpt-in-graph": {"checkpoint_in_graph": True},
              "ragtune-next": {"attention": "varlen", "checkpoint_in_graph": True},
+             "ragtune-budget15": {"memory_budget_gib": 15},
              "ragtune-offload": {"activation_offloading": True},
              "ragtune-no-offload": {"activation_offloading": False},
              "ragtune-fixed-segments": {}, "ragtune-bnb-syncs": {}}
 # Environment of a recipe's worker process (the trainer leaves a PYTORCH_CUDA_ALLOC_CONF it finds alone).
 RECIPE_ENV = {"ragtune-fixed-segments": {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:False"}}
-MANUAL = ("hf", "unsloth")
+UNSLOTH = {"unsloth": "unsloth", "unsloth-no-gc": False}  # recipe -> use_gradient_checkpointing
 
 
 def keep_bnb_step_syncs() -> None:
@@ -174,7 +180,8 @@ def worker_hf(model_dir: Path, data: str, batch: int, steps: int, warmup: int) -
     return manual_loop(model, data, batch, steps, warmup)
 
 
-def worker_unsloth(model_dir: Path, data: str, batch: int, steps: int, warmup: int) -> dict:
+def worker_unsloth(model_dir: Path, data: str, batch: int, steps: int, warmup: int,
+                   checkpointing: str | bool = "unsloth") -> dict:
     import unsloth  # noqa: F401 - first, so that it patches transformers before anything imports it
     import torch
     from unsloth import FastLanguageModel
@@ -182,7 +189,7 @@ def worker_unsloth(model_dir: Path, data: str, batch: int, steps: int, warmup: i
     model, _ = FastLanguageModel.from_pretrained(model_name=str(model_dir), max_seq_length=2048,
                                                  dtype=torch.bfloat16, load_in_4bit=True)
     model = FastLanguageModel.get_peft_model(model, r=16, lora_alpha=16, lora_dropout=0, bias="none",
-                                             target_modules=TARGETS, use_gradient_checkpointing="unsloth",
+                                             target_modules=TARGETS, use_gradient_checkpointing=checkpointing,
                                              random_state=0)
     result = manual_loop(model, data, batch, steps, warmup)
     result["unsloth"] = unsloth.__version__
@@ -298,7 +305,7 @@ def _summary(times: list[float], tokens: list[int], warmup: int, losses: list[fl
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    recipes = ["hf", *OVERRIDES, "unsloth"]
+    recipes = ["hf", *OVERRIDES, *UNSLOTH]
     ap.add_argument("--recipes", nargs="+", default=recipes, choices=recipes)
     ap.add_argument("--data", nargs="+", default=["fixed-2048@1", "long-tail@8", "e2e-json@64"])
     ap.add_argument("--steps", type=int, default=20)
@@ -319,8 +326,8 @@ def main() -> int:
         recipe, (data, batch) = args.worker[0], parse_data(args.worker[1])
         if recipe == "hf":
             result = worker_hf(args.model_dir, data, batch, args.steps, args.warmup)
-        elif recipe == "unsloth":
-            result = worker_unsloth(args.model_dir, data, batch, args.steps, args.warmup)
+        elif recipe in UNSLOTH:
+            result = worker_unsloth(args.model_dir, data, batch, args.steps, args.warmup, UNSLOTH[recipe])
         else:
             RECIPE_PATCHES.get(recipe, lambda: None)()
             result = worker_ragtune(args.model_dir, data, batch, args.steps, args.warmup, OVERRIDES[recipe])
@@ -341,7 +348,7 @@ def main() -> int:
            "versions": versions(), "runs": []}
     for spec in args.data:
         for recipe in args.recipes:
-            if recipe == "unsloth" and not args.unsloth_path:
+            if recipe in UNSLOTH and not args.unsloth_path:
                 continue
             run = run_worker(args, recipe, spec)
             if "tokens_per_s" in run:
@@ -357,7 +364,7 @@ def main() -> int:
 def run_worker(args, recipe: str, spec: str) -> dict:
     started = time.perf_counter()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **RECIPE_ENV.get(recipe, {})}
-    if recipe == "unsloth":
+    if recipe in UNSLOTH:
         env["PYTHONPATH"] = os.pathsep.join([args.unsloth_path, str(REPO)])
         env["UNSLOTH_DISABLE_STATISTICS"] = "1"
     cmd = [sys.executable, __file__, "--worker", recipe, spec, "--steps", str(args.steps), "--warmup",

@@ -12,13 +12,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ragtune.errors import ConfigError
 from ragtune.settings import Settings
+
+if TYPE_CHECKING:
+    from trainer.plan import ModelShape
 
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
@@ -82,6 +85,13 @@ class TrainConfig(BaseModel):
         "instead of around the layer call, so the backward recomputes only what it reads (not the down "
         "projection's matmuls: ~27% of a Llama layer's recomputed FLOPs; checked on CPU). Off until measured "
         "on a GPU.",
+    )
+    memory_budget_gib: float | None = Field(
+        default=None, gt=0, description="CUDA: GPU memory (GiB, the card's total as nvidia-smi counts it) the run "
+        "may fill to go faster. The planner (`ragtune plan`) picks the fewest layers to checkpoint within it; the "
+        "others keep their activations from the forward instead of recomputing them in the backward (a third of "
+        "their matmul work), so short rows and roomy cards train faster. Unset: every layer is checkpointed (the "
+        "least memory). Not yet measured on a GPU.",
     )
     attention: Literal["auto", "sdpa", "varlen", "flex_attention", "eager"] = Field(
         default="auto", description="Attention implementation. 'auto': flex_attention for padding-free batches "
@@ -303,6 +313,7 @@ class Runtime:
     torch_compile: bool = False
     compute_dtype: str = "bfloat16"  # the base's dtype as loaded (the config's, or fp32 on a CPU without bf16)
     checkpoint_in_graph: bool = False
+    checkpointed_layers: int | None = None  # with gradient checkpointing: the first N layers (None: all)
 
     @property
     def method(self) -> Literal["qlora-nf4", "lora-bf16"]:
@@ -325,6 +336,7 @@ class Runtime:
             "torch_compile": self.torch_compile,
             "compute_dtype": self.compute_dtype,
             "checkpoint_in_graph": self.checkpoint_in_graph,
+            "checkpointed_layers": self.checkpointed_layers,
             "notes": list(self.notes),
         }
 
@@ -348,13 +360,14 @@ def cpu_micro_batch(batch: int, longest_tokens: int | None) -> int:
 
 def resolve_runtime(config: TrainConfig, *, cuda: bool | None = None, longest_tokens: int | None = None,
                     processes: int = 1, model_type: str | None = None,
-                    attention_needs: dict[str, bool] | None = None) -> Runtime:
+                    attention_needs: dict[str, bool] | None = None, shape: ModelShape | None = None) -> Runtime:
     """Turn 'auto' and CUDA-only choices into what will actually run on this machine.
 
     ``longest_tokens``: the longest training row, which bounds the CPU micro-batch.
     ``processes``: the processes of a multi-GPU launch (each trains the recipe's batch).
     ``model_type``: the base's ``config.json`` model_type, which decides liger's default.
     ``attention_needs``: what the base's attention needs of a kernel (``trainer.attention.model_attention_needs``).
+    ``shape``: the base's shape for the planner (``trainer.plan.shape_from_dict``), for ``memory_budget_gib``.
     """
     import torch
 
@@ -402,10 +415,67 @@ def resolve_runtime(config: TrainConfig, *, cuda: bool | None = None, longest_to
         if micro != config.per_device_batch_size:
             notes.append(f"batch {config.per_device_batch_size} x {config.gradient_accumulation_steps} run as "
                          f"{micro} x {accumulation} on CPU (same {batch} rows per step, fewer, larger passes)")
+    checkpointed_layers = None
+    if config.memory_budget_gib is not None:
+        budget = BudgetedRun(cuda, checkpointing, quantization, micro, longest_tokens or config.max_seq_length,
+                             bf16_autocast, compute_dtype)
+        checkpointed_layers = layers_within_budget(config, budget, shape, notes)
+        if checkpointed_layers is not None and offloading:
+            offloading = False  # it would move the kept activations to the host and back every step
+            notes.append("activation offloading off: memory_budget_gib keeps activations on the GPU")
     return Runtime("cuda" if cuda else "cpu", gpu_name, gpu_count, quantization, optimizer, bf16_autocast,
                    eval_during_training, tuple(notes), checkpointing, micro, accumulation, liger, padding_free,
                    offloading, attention, compiled, compute_dtype,
-                   checkpoint_in_graph=in_graph)
+                   checkpoint_in_graph=in_graph, checkpointed_layers=checkpointed_layers)
+
+
+@dataclass(frozen=True)
+class BudgetedRun:
+    """What the memory plan of a run depends on, as :func:`resolve_runtime` resolved it."""
+
+    cuda: bool
+    checkpointing: bool
+    quantization: str
+    micro_batch: int
+    longest_tokens: int
+    bf16_autocast: bool
+    compute_dtype: str
+
+
+def layers_within_budget(config: TrainConfig, run: BudgetedRun, shape: ModelShape | None,
+                         notes: list[str]) -> int | None:
+    """How many layers (the first ones) to checkpoint within ``memory_budget_gib``; None for all of them.
+
+    The plan is that of the longest row at the runtime's micro-batch (a padding-free pass holds at
+    most that many tokens), every position labelled: an upper bound of the run's peak.
+    """
+    from trainer.plan import PlanRequest, layers_to_checkpoint, plan
+
+    budget = config.memory_budget_gib
+    if not run.cuda or not run.checkpointing or run.quantization != "nf4" or shape is None:
+        why = ("a GPU setting (a CPU run does not checkpoint)" if not run.cuda
+               else "with gradient checkpointing on" if not run.checkpointing
+               else "planned for a 4-bit base (quantization nf4)" if run.quantization != "nf4"
+               else "planned from the base's config.json, which the planner cannot read")
+        notes.append(f"memory_budget_gib ignored: it is {why}")
+        return None
+    if config.activation_offloading:
+        raise ConfigError("memory_budget_gib keeps activations on the GPU to skip recomputing them, "
+                          "activation_offloading: true moves them to host memory; set one of the two",
+                          param="memory_budget_gib")
+    request = PlanRequest(shape=shape, seq_len=run.longest_tokens, batch_size=run.micro_batch, rank=config.lora_r,
+                          double_quant=config.double_quant, autocast=run.bf16_autocast,
+                          upcast_fp32=run.compute_dtype == "float16")
+    layers = layers_to_checkpoint(request, budget)
+    if layers is None:
+        notes.append(f"memory_budget_gib {budget:g}: planned {plan(request).total_gib:.1f} GiB with every layer "
+                     "checkpointed, above the budget; every layer is checkpointed")
+        return None
+    total = plan(request.model_copy(update={"checkpointed_layers": layers})).total_gib
+    kept = shape.num_layers - layers
+    notes.append(f"memory_budget_gib {budget:g}: {kept} of {shape.num_layers} layers keep their activations instead "
+                 f"of recomputing them (planned {total:.1f} GiB at {run.micro_batch} x {run.longest_tokens} tokens)")
+    return None if kept == 0 else layers
 
 
 #: Model families on which liger's kernels were checked to give the plain recipe's loss

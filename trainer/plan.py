@@ -69,7 +69,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ragtune.errors import InvalidRequestError
 
@@ -99,6 +99,10 @@ class ModelShape(BaseModel):
     head_dim: int = Field(gt=0)
     vocab_size: int = Field(gt=0)
     tied_embeddings: bool = Field(description="LM head shares the embedding matrix (counted once).")
+    norms_per_layer: int = Field(
+        2, ge=1, description="Hidden-size RMSNorms per layer: 2 in Llama/Qwen/Mistral, 4 in Gemma 2/3 (sandwich norms)."
+    )
+    qk_norm: bool = Field(False, description="RMSNorm on each head's queries and keys (Gemma 3, Qwen 3).")
 
     @property
     def q_dim(self) -> int:
@@ -133,9 +137,8 @@ class ModelShape(BaseModel):
 
     @property
     def norm_params(self) -> int:
-        # Two RMSNorms per layer plus the final one (Gemma 3's extra q/k and sandwich norms are
-        # a rounding error next to the rest).
-        return (2 * self.num_layers + 1) * self.hidden_size
+        # The layers' RMSNorms plus the final one (q/k norms, head_dim each, are a rounding error).
+        return (self.norms_per_layer * self.num_layers + 1) * self.hidden_size
 
     @property
     def total_params(self) -> int:
@@ -145,16 +148,25 @@ class ModelShape(BaseModel):
         return self.num_layers * sum(rank * (a + b) for a, b in self.linear_shapes().values())
 
 
-def _shape(name, h, layers, inter, heads, kv, vocab, tied, head_dim=None) -> ModelShape:
+def _shape(name, h, layers, inter, heads, kv, vocab, tied, head_dim=None, model_type="llama") -> ModelShape:
     return ModelShape(
         name=name, hidden_size=h, num_layers=layers, intermediate_size=inter, num_heads=heads,
         num_kv_heads=kv, head_dim=head_dim or h // heads, vocab_size=vocab, tied_embeddings=tied,
+        **_norms_of(model_type),
     )
+
+
+def _norms_of(model_type: str) -> dict:
+    """The norms a family's decoder layer has beyond Llama's two (their activations count)."""
+    return {
+        "norms_per_layer": 4 if model_type.startswith(("gemma2", "gemma3")) else 2,
+        "qk_norm": model_type.startswith(("gemma3", "qwen3")),
+    }
 
 
 #: Published shapes (the models' config.json files), keyed by the size users type.
 PRESETS: dict[str, ModelShape] = {
-    "270M": _shape("google/gemma-3-270m", 640, 18, 2048, 4, 1, 262144, True, head_dim=256),
+    "270M": _shape("google/gemma-3-270m", 640, 18, 2048, 4, 1, 262144, True, head_dim=256, model_type="gemma3_text"),
     "1B": _shape("meta-llama/Llama-3.2-1B", 2048, 16, 8192, 32, 8, 128256, True, head_dim=64),
     "3B": _shape("meta-llama/Llama-3.2-3B", 3072, 28, 8192, 24, 8, 128256, True, head_dim=128),
     "7B": _shape("meta-llama/Llama-2-7b-hf", 4096, 32, 11008, 32, 32, 32000, False),
@@ -204,20 +216,27 @@ def shape_from_config(path: str | Path) -> ModelShape:
         cfg = json.loads(file.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise InvalidRequestError(f"cannot read {file}: {exc}", param="model_dir") from exc
+    return shape_from_dict(cfg, name=str(path), source=str(file))
+
+
+def shape_from_dict(cfg: dict, *, name: str, source: str) -> ModelShape:
+    """A ``config.json`` already read (``source`` names it in errors) as a :class:`ModelShape`."""
     text_cfg = cfg.get("text_config") or cfg  # multimodal configs nest the language model
     if any(k in text_cfg for k in ("num_local_experts", "num_experts", "n_routed_experts")):
-        raise InvalidRequestError(f"{file}: mixture-of-experts models are not modelled by the planner", param="model_dir")
+        raise InvalidRequestError(f"{source}: mixture-of-experts models are not modelled by the planner",
+                                  param="model_dir")
     need = ("hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads", "vocab_size")
     missing = [k for k in need if k not in text_cfg]
     if missing:
-        raise InvalidRequestError(f"{file} lacks {', '.join(missing)}: not a decoder-only LM config?", param="model_dir")
+        raise InvalidRequestError(f"{source} lacks {', '.join(missing)}: not a decoder-only LM config?",
+                                  param="model_dir")
     heads = int(text_cfg["num_attention_heads"])
     model_type = str(text_cfg.get("model_type") or cfg.get("model_type") or "")
     tied = cfg.get("tie_word_embeddings", text_cfg.get("tie_word_embeddings"))
     if tied is None:
         tied = model_type.startswith(_TIED_BY_DEFAULT)
     return ModelShape(
-        name=str(path),
+        name=name,
         hidden_size=int(text_cfg["hidden_size"]),
         num_layers=int(text_cfg["num_hidden_layers"]),
         intermediate_size=int(text_cfg["intermediate_size"]),
@@ -226,6 +245,7 @@ def shape_from_config(path: str | Path) -> ModelShape:
         head_dim=int(text_cfg.get("head_dim") or text_cfg["hidden_size"] // heads),
         vocab_size=int(text_cfg["vocab_size"]),
         tied_embeddings=bool(tied),
+        **_norms_of(model_type),
     )
 
 
@@ -274,6 +294,10 @@ class PlanRequest(BaseModel):
         False, description="Checkpointed layer inputs kept in pinned host memory (trl's activation offloading; "
         "ragtune's default at one row per pass on CUDA) instead of on the GPU.",
     )
+    checkpointed_layers: int | None = Field(
+        None, ge=0, description="Layers that recompute their activations in the backward (the first ones); the "
+        "rest keep theirs from the forward. None: every layer (ragtune's default).",
+    )
     loss_token_fraction: float = Field(
         1.0, gt=0, le=1,
         description="Share of positions with a label (completion-only loss); only the chunked head scores just those.",
@@ -289,6 +313,17 @@ class PlanRequest(BaseModel):
     @classmethod
     def _shape_from_size(cls, v):
         return parse_params(v) if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _layers_within_model(self):
+        if self.checkpointed_layers is not None and self.checkpointed_layers > self.shape.num_layers:
+            raise ValueError(f"checkpointed_layers={self.checkpointed_layers}: the model has "
+                             f"{self.shape.num_layers} layers")
+        return self
+
+    @property
+    def recomputed_layers(self) -> int:
+        return self.shape.num_layers if self.checkpointed_layers is None else self.checkpointed_layers
 
 
 class PlanTerm(BaseModel):
@@ -336,9 +371,11 @@ class PlanResult(BaseModel):
 
 
 def _layer_backward_bytes(s: ModelShape, tokens: int, act: int, autocast: bool) -> tuple[float, float]:
-    """(saved, transient) bytes while one checkpointed layer is recomputed and back-propagated.
+    """(saved, transient) bytes while one layer is back-propagated (after its recompute, if checkpointed).
 
-    ``act`` is the residual stream's bytes per value (2 bf16, 4 when upcast to fp32).
+    ``saved`` is what autograd keeps of one layer's forward: all of it stays on the GPU from the
+    forward to the backward for a layer that is not checkpointed. ``act`` is the residual stream's
+    bytes per value (2 bf16, 4 when upcast to fp32).
     """
     T, h, i = tokens, s.hidden_size, s.intermediate_size
 
@@ -348,9 +385,14 @@ def _layer_backward_bytes(s: ModelShape, tokens: int, act: int, autocast: bool) 
             return n * 4 * T * width if act == 2 else 4 * T * width  # fp32 copy each, or shared fp32
         return 2 * T * width if act == 2 else n * 2 * T * width  # shared bf16, or a bf16 copy each
 
-    norm_copy = 4 * T * h if act == 2 else 0  # RMSNorm's fp32 copy of its input, saved by pow()
+    def norms(count: int, width: int, rows: int = 1) -> float:
+        # RMSNorm's fp32 copy of its input (saved by pow(); none when the stream is fp32 already)
+        # and its fp32 rsqrt, one per normalised row (per head for q/k norms).
+        return count * ((4 * T * width if act == 2 else 0) + 4 * T * rows)
+
+    qk_norms = norms(1, s.q_dim, s.num_heads) + norms(1, s.kv_dim, s.num_kv_heads) if s.qk_norm else 0
     saved = (
-        2 * norm_copy + 2 * 4 * T  # two RMSNorms (+ their fp32 rsqrt)
+        norms(s.norms_per_layer, h) + qk_norms
         + lora_inputs(3, h)  # q, k, v
         + act * T * (2 * s.q_dim + 2 * s.kv_dim)  # SDPA saves q, k, v (after RoPE) and its output
         + 4 * T * s.num_heads  # SDPA log-sum-exp
@@ -430,16 +472,19 @@ def _default_mfu(tokens_per_step: int) -> float:
     return min(max(mfu, 0.10), 0.35)
 
 
-def flops_per_token(s: ModelShape, seq_len: int) -> float:
+def flops_per_token(s: ModelShape, seq_len: int, recomputed_layers: int | None = None) -> float:
     """Training FLOPs per token with a frozen 4-bit base and checkpointing.
 
     Forward 2N, recomputed forward 2N, input gradients 2N (no weight gradients except LoRA's,
-    negligible): 6N over the matmul parameters (projections + LM head), plus attention's
-    QKᵀ and PV: 2·2·seq·q_dim per layer per pass (causal halves it), times three passes.
+    negligible): 6N over the matmul parameters (projections + LM head; trl's chunked head
+    recomputes its logits too), plus attention's QKᵀ and PV: 2·2·seq·q_dim per layer per pass
+    (causal halves it), times three passes. A layer that is not checkpointed (``recomputed_layers``
+    below the layer count) skips its recomputed forward: two passes instead of three.
     """
-    n_matmul = s.linear_params + s.vocab_size * s.hidden_size
-    attn = 3 * 2 * seq_len * s.q_dim * s.num_layers
-    return 6 * n_matmul + attn
+    recomputed = s.num_layers if recomputed_layers is None else recomputed_layers
+    passes = 2 + recomputed / s.num_layers  # per decoder layer, averaged
+    layer_matmuls = 2 * s.linear_params + 2 * seq_len * s.q_dim * s.num_layers
+    return passes * layer_matmuls + 6 * s.vocab_size * s.hidden_size
 
 
 def plan(req: PlanRequest, gpus: tuple[GPU, ...] = GPUS) -> PlanResult:
@@ -460,7 +505,9 @@ def plan(req: PlanRequest, gpus: tuple[GPU, ...] = GPUS) -> PlanResult:
     lora_g = lora_n * 4
     opt_scales = 2 * 4 * lora_n / 256  # fp32 absmax per 256-value block, two states
     opt_paged = 2 * lora_n  # two uint8 states, in managed memory
-    ckpt = s.num_layers * act * T * s.hidden_size  # each layer's input, kept by checkpointing
+    recomputed = req.recomputed_layers
+    kept_layers = s.num_layers - recomputed
+    ckpt = recomputed * act * T * s.hidden_size  # each checkpointed layer's input
     if req.loss_impl == "full":
         loss = _loss_bytes(s, T, head) + 2 * act * T * s.hidden_size  # + final norm output and its input
         held_logits = head * s.vocab_size * T  # outputs still referenced during the layers' backward
@@ -468,9 +515,13 @@ def plan(req: PlanRequest, gpus: tuple[GPU, ...] = GPUS) -> PlanResult:
         label_tokens = max(1, round(T * req.loss_token_fraction))
         loss, held_logits = _chunked_loss_bytes(s, T, label_tokens, act, head, req.autocast)
     saved, transient = _layer_backward_bytes(s, T, act, req.autocast)
-    layer_phase = saved + transient + held_logits + act * T * s.hidden_size  # + incoming gradient
+    # Layers left un-checkpointed are the last ones: their saved activations live from the forward
+    # through the loss to their own backward, which runs first, so a recomputed layer never has
+    # them beside it. The layer phase is then the last layer's backward (nothing recomputed).
+    kept = kept_layers * saved
+    layer_phase = (0 if kept_layers else saved) + transient + held_logits + act * T * s.hidden_size  # + incoming grad
     peak_phase = "loss" if loss >= layer_phase else "layer_backward"
-    transient_peak = max(loss, layer_phase)
+    transient_peak = kept + max(loss, layer_phase)
     on_gpu_ckpt = 0 if req.activation_offloading else ckpt
     frag = req.fragmentation * (on_gpu_ckpt + transient_peak)
     ctx = req.cuda_context_gib * GIB
@@ -496,8 +547,10 @@ def plan(req: PlanRequest, gpus: tuple[GPU, ...] = GPUS) -> PlanResult:
         ),
         PlanTerm(key="checkpoints", label="checkpointed layer inputs", gib=g(ckpt),
                  counted=not req.activation_offloading,
-                 note=f"{s.num_layers} × seq × batch × hidden"
+                 note=f"{recomputed} × seq × batch × hidden"
                  + ("; offloaded to pinned host memory" if req.activation_offloading else "")),
+        *([PlanTerm(key="kept_activations", label="activations of the layers not checkpointed", gib=g(kept),
+                    note=f"{kept_layers} layer(s) × {g(saved):.3f} GiB, forward to backward")] if kept_layers else []),
         PlanTerm(
             key="loss",
             label="logits + loss (fp32)" if req.loss_impl == "full" else "chunked LM head + loss (trl fused)",
@@ -505,7 +558,8 @@ def plan(req: PlanRequest, gpus: tuple[GPU, ...] = GPUS) -> PlanResult:
             note="peak phase" if peak_phase == "loss" else "below the layer phase",
         ),
         PlanTerm(
-            key="layer_backward", label="one layer recomputed + backward", gib=g(layer_phase),
+            key="layer_backward",
+            label="last layer's backward" if kept_layers else "one layer recomputed + backward", gib=g(layer_phase),
             counted=peak_phase == "layer_backward",
             note=("peak phase" if peak_phase == "layer_backward" else "below the loss phase")
             + f"; incl. {g(2 * max(a * b for a, b in s.linear_shapes().values())):.2f} GiB dequantised weight"
@@ -526,7 +580,7 @@ def plan(req: PlanRequest, gpus: tuple[GPU, ...] = GPUS) -> PlanResult:
     else:
         train_tokens = None
     mfu = req.mfu or _default_mfu(T)
-    fpt = flops_per_token(s, req.seq_len)
+    fpt = flops_per_token(s, req.seq_len, req.checkpointed_layers)
     options: list[GPUOption] = []
     for gpu in gpus:
         tps = gpu.tflops_bf16 * 1e12 * mfu / fpt
@@ -553,7 +607,8 @@ def plan(req: PlanRequest, gpus: tuple[GPU, ...] = GPUS) -> PlanResult:
         "NF4 + double quant" if req.double_quant else "NF4, single quant",
         "embeddings/head/norms fp32 (prepare_model_for_kbit_training)" if req.upcast_fp32 else "embeddings/head/norms bf16",
         "LoRA weights and grads fp32 (peft on a 4-bit base)",
-        "gradient checkpointing (non-reentrant), SDPA attention"
+        ("gradient checkpointing (non-reentrant)" if not kept_layers
+         else f"gradient checkpointing of the first {recomputed} of {s.num_layers} layers") + ", SDPA attention"
         + ("; checkpoints offloaded to host memory" if req.activation_offloading else ""),
         "under bf16 autocast" if req.autocast else "no autocast: fp32 copy of each LoRA input",
         "outputs (logits) kept through backward; loss = logits.float() + cross_entropy"
@@ -572,6 +627,22 @@ def plan(req: PlanRequest, gpus: tuple[GPU, ...] = GPUS) -> PlanResult:
     )
 
 
+def layers_to_checkpoint(req: PlanRequest, budget_gib: float) -> int | None:
+    """The fewest checkpointed layers (the first ones) whose planned GPU total stays within ``budget_gib``.
+
+    Every layer left out skips its recomputation in the backward (a third of its matmul work) and
+    keeps its activations instead. None when even checkpointing every layer is planned above the
+    budget. The total is what the card must hold (:attr:`PlanResult.total_gib`), so a budget of a
+    card's memory minus some headroom is what to pass.
+    """
+    def fits(k: int) -> bool:
+        return plan(req.model_copy(update={"checkpointed_layers": k})).total_gib <= budget_gib
+
+    # Not a bisection: keeping the last layer's activations can cost less than checkpointing it
+    # (its recompute is the peak when the layer phase is), so the total is not monotonic there.
+    return next((k for k in range(req.shape.num_layers + 1) if fits(k)), None)
+
+
 def plan_for(
     params: str | None = None,
     *,
@@ -582,6 +653,12 @@ def plan_for(
     **kwargs,
 ) -> PlanResult:
     """Convenience: plan from a size (``"8B"``) or a model folder; extra kwargs go to PlanRequest."""
+    return plan(plan_request(params, model_dir=model_dir, seq_len=seq_len, batch_size=batch_size, rank=rank,
+                             **kwargs))
+
+
+def plan_request(params: str | None = None, *, model_dir: str | Path | None = None, **kwargs) -> PlanRequest:
+    """A :class:`PlanRequest` from a size or a model folder; invalid settings are InvalidRequestError."""
     if model_dir is not None:
         shape = shape_from_config(model_dir)
     elif params is not None:
@@ -589,7 +666,6 @@ def plan_for(
     else:
         raise InvalidRequestError(f"give a model size (one of {ACCEPTED}) or a model folder", param="params")
     try:
-        req = PlanRequest(shape=shape, seq_len=seq_len, batch_size=batch_size, rank=rank, **kwargs)
+        return PlanRequest(shape=shape, **kwargs)
     except ValueError as exc:  # pydantic's ValidationError, named
         raise InvalidRequestError(f"invalid plan setting: {exc}") from exc
-    return plan(req)

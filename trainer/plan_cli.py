@@ -57,21 +57,36 @@ def plan(
         bool, typer.Option("--offload", help="Checkpointed layer inputs in host memory (activation offloading; "
                            "ragtune's CUDA default at --batch 1).")
     ] = False,
+    checkpointed_layers: Annotated[
+        int | None, typer.Option("--checkpointed-layers", help="Checkpoint only the first K layers (default: all); "
+                                 "the rest keep their activations and skip the recompute.")
+    ] = None,
+    memory_budget: Annotated[
+        float | None, typer.Option("--memory-budget", help="GiB the GPU may fill: plan with the fewest checkpointed "
+                                   "layers that fit (what train-adapter's memory_budget_gib picks).")
+    ] = None,
     single_quant: Annotated[bool, typer.Option("--single-quant", help="NF4 without double quantisation.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the PlanResult as JSON.")] = False,
 ) -> None:
     """Estimate the peak GPU memory of QLoRA fine-tuning, term by term, and what a run costs."""
-    from trainer.plan import plan_for
+    from trainer.plan import plan as plan_model
+    from trainer.plan import plan_request
 
     if (params is None) == (model_dir is None):
         err_console.print("[red]error:[/red] give exactly one of --params (e.g. 8B) or --model-dir PATH")
         raise typer.Exit(2)
+    if checkpointed_layers is not None and memory_budget is not None:
+        err_console.print("[red]error:[/red] give --checkpointed-layers or --memory-budget, not both")
+        raise typer.Exit(2)
     try:
-        result = plan_for(
+        request = plan_request(
             params, model_dir=model_dir, seq_len=seq, batch_size=batch, rank=rank, tokens=tokens, steps=steps,
             gpu_hour_usd=gpu_hour_usd, upcast_fp32=upcast_fp32, double_quant=not single_quant, autocast=autocast,
-            loss_impl=loss.value, activation_offloading=offload,
+            loss_impl=loss.value, activation_offloading=offload, checkpointed_layers=checkpointed_layers,
         )
+        if memory_budget is not None:
+            request = _within_budget(request, memory_budget)
+        result = plan_model(request)
     except RagtuneError as exc:
         err_console.print(f"[red]error:[/red] {exc.message}")
         raise typer.Exit(2) from None
@@ -111,6 +126,23 @@ def plan(
     else:
         console.print("[dim]give --tokens or --steps for a time and cost estimate[/dim]")
     console.print("[dim]assumptions: " + "; ".join(result.assumptions) + "[/dim]")
+
+
+def _within_budget(request, budget: float):
+    """The request with the fewest checkpointed layers that fit ``budget``, said in one line."""
+    from ragtune.errors import InvalidRequestError
+    from trainer.plan import layers_to_checkpoint, plan
+
+    if request.activation_offloading:
+        raise InvalidRequestError("--memory-budget keeps activations on the GPU; drop --offload", param="offload")
+    layers = layers_to_checkpoint(request, budget)
+    if layers is None:
+        raise InvalidRequestError(f"--memory-budget {budget:g}: even with every layer checkpointed the plan needs "
+                                  f"{plan(request).total_gib:.2f} GiB", param="memory_budget")
+    total = request.shape.num_layers
+    err_console.print(f"memory budget {budget:g} GiB: checkpoint the first {layers} of {total} layers "
+                      f"({total - layers} keep their activations and skip the recompute)")
+    return request.model_copy(update={"checkpointed_layers": layers})
 
 
 def register(app: typer.Typer) -> None:

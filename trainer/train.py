@@ -94,7 +94,8 @@ def train_adapter(
     model_config = _model_config(base_dir)
     runtime = resolve_runtime(config, longest_tokens=min(config.max_seq_length, prepared.longest_tokens(tokenizer)),
                               processes=rank.world, model_type=model_config.get("model_type"),
-                              attention_needs=model_attention_needs(model_config))
+                              attention_needs=model_attention_needs(model_config),
+                              shape=_model_shape(model_config, base_dir) if config.memory_budget_gib else None)
     for note in runtime.notes:
         console.print(f"[dim]note:[/dim] {note}")
     if runtime.device == "cuda":
@@ -123,6 +124,8 @@ def train_adapter(
         trainer = _build_trainer(config, runtime, base_dir, tokenizer, prepared, work_dir,
                                  [guard, *early_stopping_callbacks(config, runtime.eval_during_training),
                                   *([SyncAfterOptimizerStep()] if runtime.device == "cuda" else []),
+                                  *([CheckpointFirstLayers(runtime.checkpointed_layers)]
+                                    if runtime.checkpointed_layers is not None else []),
                                   *(callbacks or [])], progress, rank)
         supervised = supervised_fraction(trainer.train_dataset)
         with bnb_steps_without_syncs() if runtime.device == "cuda" else nullcontext():
@@ -199,6 +202,16 @@ def cast_saved_adapter(folder: Path, dtype: str) -> None:
 def _model_config(base_dir: Path) -> dict:
     config = base_dir / "config.json"
     return json.loads(config.read_text()) if config.is_file() else {}
+
+
+def _model_shape(model_config: dict, base_dir: Path):
+    """The base's shape for the memory planner, or None where the planner does not model it (MoE)."""
+    from trainer.plan import shape_from_dict
+
+    try:
+        return shape_from_dict(model_config, name=base_dir.name, source=str(base_dir / "config.json"))
+    except InvalidRequestError:
+        return None
 
 
 def _load_tokenizer(base_dir: Path):
@@ -297,6 +310,31 @@ def checkpoint_inside(layer_class: type) -> type:
         CheckpointedInside.__name__ = CheckpointedInside.__qualname__ = layer_class.__name__
         _CHECKPOINT_INSIDE[layer_class] = CheckpointedInside
     return _CHECKPOINT_INSIDE[layer_class]
+
+
+def checkpoint_first_layers(model, count: int) -> int:
+    """Leave gradient checkpointing on for the first ``count`` decoder layers only; returns how many are off.
+
+    The last layers are the ones left out: their backward runs first, so by the time a checkpointed
+    layer recomputes its forward, the kept activations are already freed.
+    """
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    for layer in layers[count:]:
+        layer.gradient_checkpointing = False
+    return len(layers[count:])
+
+
+class CheckpointFirstLayers(TrainerCallback):
+    """Applies :func:`checkpoint_first_layers` once training starts: transformers' Trainer turns
+    checkpointing on for every layer at the start of ``train()``, after the model is built."""
+
+    def __init__(self, count: int):
+        self.count = count
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        checkpoint_first_layers(model, self.count)
 
 
 def use_expandable_segments() -> None:

@@ -230,3 +230,55 @@ def test_checkpoint_in_graph_needs_compiled_checkpointed_layers():
     off = resolve_runtime(TrainConfig(**asked, gradient_checkpointing=False), cuda=True)
     assert not off.checkpoint_in_graph and any("checkpoint_in_graph needs" in n for n in off.notes)
     assert not resolve_runtime(TrainConfig(**asked), cuda=False).checkpoint_in_graph
+
+
+def test_memory_budget_picks_the_layers_to_checkpoint_from_the_plan():
+    from trainer.plan import PRESETS
+
+    shape = PRESETS["8B"]
+    cfg = TrainConfig(style="s", data="d", per_device_batch_size=16, gradient_accumulation_steps=1,
+                      memory_budget_gib=15)
+    short_rows = resolve_runtime(cfg, cuda=True, longest_tokens=107, shape=shape)
+    assert 0 < short_rows.checkpointed_layers < shape.num_layers
+    assert short_rows.as_dict()["checkpointed_layers"] == short_rows.checkpointed_layers
+    assert any(f"{shape.num_layers - short_rows.checkpointed_layers} of 32 layers keep" in n
+               for n in short_rows.notes)
+    # Longer rows keep fewer layers within the same budget; a roomier budget keeps more.
+    long_rows = resolve_runtime(cfg, cuda=True, longest_tokens=256, shape=shape)
+    assert long_rows.checkpointed_layers > short_rows.checkpointed_layers
+    roomy = resolve_runtime(cfg.model_copy(update={"memory_budget_gib": 60}), cuda=True, longest_tokens=107,
+                            shape=shape)
+    assert roomy.checkpointed_layers == 0
+    # Unset, or too small a budget for any layer to keep its activations: every layer checkpointed.
+    assert resolve_runtime(cfg.model_copy(update={"memory_budget_gib": None}), cuda=True, longest_tokens=107,
+                           shape=shape).checkpointed_layers is None
+    tight = resolve_runtime(cfg.model_copy(update={"memory_budget_gib": 4}), cuda=True, longest_tokens=107,
+                            shape=shape)
+    assert tight.checkpointed_layers is None and any("above the budget" in n for n in tight.notes)
+
+
+def test_memory_budget_turns_default_offloading_off_and_refuses_explicit_offloading():
+    from trainer.plan import PRESETS
+
+    one_row = {"style": "s", "data": "d", "per_device_batch_size": 1, "memory_budget_gib": 30}
+    rt = resolve_runtime(TrainConfig(**one_row), cuda=True, longest_tokens=2048, shape=PRESETS["8B"])
+    assert rt.checkpointed_layers is not None and not rt.activation_offloading
+    with pytest.raises(ConfigError, match="activation_offloading"):
+        resolve_runtime(TrainConfig(**one_row, activation_offloading=True), cuda=True, longest_tokens=2048,
+                        shape=PRESETS["8B"])
+
+
+@pytest.mark.parametrize(("update", "cuda", "why"), [
+    ({}, False, "a CPU run"),
+    ({"gradient_checkpointing": False}, True, "gradient checkpointing on"),
+    ({"quantization": "none"}, True, "4-bit base"),
+])
+def test_memory_budget_is_ignored_where_it_cannot_apply(update, cuda, why):
+    from trainer.plan import PRESETS
+
+    cfg = TrainConfig(style="s", data="d", memory_budget_gib=60, **update)
+    rt = resolve_runtime(cfg, cuda=cuda, longest_tokens=107, shape=PRESETS["8B"])
+    assert rt.checkpointed_layers is None
+    assert any(n.startswith("memory_budget_gib ignored") and why in n for n in rt.notes)
+    no_shape = resolve_runtime(TrainConfig(style="s", data="d", memory_budget_gib=60), cuda=True, longest_tokens=107)
+    assert no_shape.checkpointed_layers is None and any("config.json" in n for n in no_shape.notes)
