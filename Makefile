@@ -68,11 +68,11 @@ serve: install
 clean:
 	rm -rf $(VENV) .ragtune reports
 
-# make train-adapter STYLE=acme-json DATA=data/train/acme-json.jsonl [CONFIG=trainer/recipes/format.yaml] [GPUS=N]  (a JSON format; e2e-json.yaml adds a schema)
+# make train-adapter STYLE=acme-json DATA=data/train/acme-json.jsonl [CONFIG=trainer/recipes/format.yaml] [GPUS=N] [MEMORY_BUDGET=GiB]  (a JSON format; e2e-json.yaml adds a schema)
 train-adapter: install
 	@if [ -z "$(STYLE)" ] || [ -z "$(DATA)" ]; then \
-		echo "usage: make train-adapter STYLE=<adapter name> DATA=<training file> [CONFIG=<recipe.yaml>] [GPUS=<n>]"; \
+		echo "usage: make train-adapter STYLE=<adapter name> DATA=<training file> [CONFIG=<recipe.yaml>] [GPUS=<n>] [MEMORY_BUDGET=<GiB>]"; \
 		echo "  e.g. make train-adapter STYLE=e2e-json DATA=data/train/e2e-json.jsonl CONFIG=trainer/recipes/e2e-json.yaml"; \
 		exit 2; \
 	fi
-	$(WITH_ADAPTERS) $(RAGTUNE) train-adapter --style $(STYLE) --data $(DATA) $(if $(CONFIG),--config $(CONFIG)) $(if $(GPUS),--gpus $(GPUS))
+	$(WITH_ADAPTERS) $(RAGTUNE) train-adapter --style $(STYLE) --data $(DATA) $(if $(CONFIG),--config $(CONFIG)) $(if $(GPUS),--gpus $(GPUS)) $(if $(MEMORY_BUDGET),--memory-budget $(MEMORY_BUDGET))

@@ -38,6 +38,7 @@ def register(app: typer.Typer) -> None:
         gpu_hour_usd: Annotated[float | None, typer.Option("--gpu-hour-usd", help=_help("gpu_hour_usd"))] = None,
         json_schema: Annotated[Path | None, typer.Option("--json-schema", help=_help("json_schema"))] = None,
         output_dir: Annotated[Path | None, typer.Option("--output-dir", help=_help("output_dir"))] = None,
+        memory_budget: Annotated[float | None, typer.Option("--memory-budget", help=_help("memory_budget_gib"))] = None,
         resume: Annotated[bool, typer.Option("--resume", help=_help("resume"))] = False,
         gpus: Annotated[int, typer.Option("--gpus", min=1, help="GPUs to train on. 2 or more: one process per GPU "
                                           "through accelerate (DDP), rank 0 publishes; 1: this process.")] = 1,
@@ -52,7 +53,7 @@ def register(app: typer.Typer) -> None:
         cfg = load_config(
             config, style=style, data=data, max_steps=max_steps, epochs=epochs, learning_rate=learning_rate,
             lora_r=lora_r, max_seq_length=max_seq_length, quantization=quantization, gpu_hour_usd=gpu_hour_usd,
-            json_schema=json_schema, output_dir=output_dir, resume=resume or None,
+            json_schema=json_schema, output_dir=output_dir, memory_budget_gib=memory_budget, resume=resume or None,
         )
         if gpus == 1:
             train_adapter(cfg, Settings())

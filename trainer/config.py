@@ -453,11 +453,11 @@ def layers_within_budget(config: TrainConfig, run: BudgetedRun, shape: ModelShap
 
     budget = config.memory_budget_gib
     if not run.cuda or not run.checkpointing or run.quantization != "nf4" or shape is None:
-        why = ("a GPU setting (a CPU run does not checkpoint)" if not run.cuda
-               else "with gradient checkpointing on" if not run.checkpointing
-               else "planned for a 4-bit base (quantization nf4)" if run.quantization != "nf4"
-               else "planned from the base's config.json, which the planner cannot read")
-        notes.append(f"memory_budget_gib ignored: it is {why}")
+        why = ("it budgets GPU memory, and this run is on CPU" if not run.cuda
+               else "gradient checkpointing is off, so no layer recomputes" if not run.checkpointing
+               else "the planner models a 4-bit base (quantization: nf4)" if run.quantization != "nf4"
+               else "the planner does not model this base (its config.json)")
+        notes.append(f"memory_budget_gib ignored: {why}")
         return None
     if config.activation_offloading:
         raise ConfigError("memory_budget_gib keeps activations on the GPU to skip recomputing them, "

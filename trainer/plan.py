@@ -55,6 +55,11 @@ Assumptions (each one changes a term, so they are fields of :class:`PlanRequest`
   refitted.
 * Attention runs through SDPA's flash kernel (one row per pass) or flex attention (padding-free
   batches; 9.80 GiB at 2,048 × 4 against SDPA's 10.01): no seq² score matrix either way.
+* ``checkpointed_layers`` (the trainer's ``memory_budget_gib``): the last layers keep everything
+  autograd saves of their forward instead of a checkpointed input. One layer's saved tensors are
+  the same sum as the recomputed layer's in the layer phase; checked on CPU against
+  ``saved_tensors_hooks`` (a Llama layer −2%, the gemma-3-270m base −4%, bf16 base, fp32 LoRA,
+  no autocast). Not yet measured on a GPU.
 * Paged 8-bit AdamW keeps its two uint8 states in CUDA managed memory (bitsandbytes' paged
   buffers), outside PyTorch's allocator: they count towards the device total, not towards
   ``torch.cuda.max_memory_reserved``; its fp32 block scales (one per 256 values) are ordinary

@@ -17,7 +17,8 @@ def make_app():
 def test_help_lists_the_contract_flags():
     result = CliRunner().invoke(make_app(), ["train-adapter", "--help"], terminal_width=200)
     assert result.exit_code == 0
-    for flag in ("--style", "--data", "--config", "--max-steps", "--epochs", "--resume", "--quantization"):
+    for flag in ("--style", "--data", "--config", "--max-steps", "--epochs", "--resume", "--quantization",
+                 "--memory-budget"):
         assert flag in result.output
 
 
@@ -36,3 +37,12 @@ def test_config_errors_name_the_flag(tmp_path):
     result = CliRunner().invoke(make_app(), ["train-adapter", "--style", "s", "--data", "d.jsonl", "--epochs", "0"])
     assert isinstance(result.exception, ConfigError)
     assert "epochs: epochs must be > 0" in result.exception.message
+
+
+def test_memory_budget_flag_is_checked_like_the_yaml_field():
+    from ragtune.errors import ConfigError
+
+    result = CliRunner().invoke(make_app(), ["train-adapter", "--style", "s", "--data", "d.jsonl",
+                                             "--memory-budget", "0"])
+    assert isinstance(result.exception, ConfigError)
+    assert "memory_budget_gib" in result.exception.message

@@ -269,8 +269,8 @@ def test_memory_budget_turns_default_offloading_off_and_refuses_explicit_offload
 
 
 @pytest.mark.parametrize(("update", "cuda", "why"), [
-    ({}, False, "a CPU run"),
-    ({"gradient_checkpointing": False}, True, "gradient checkpointing on"),
+    ({}, False, "on CPU"),
+    ({"gradient_checkpointing": False}, True, "gradient checkpointing is off"),
     ({"quantization": "none"}, True, "4-bit base"),
 ])
 def test_memory_budget_is_ignored_where_it_cannot_apply(update, cuda, why):
