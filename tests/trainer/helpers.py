@@ -54,3 +54,43 @@ def collated_rows(tokenizer):
     assert flat["input_ids"].shape[0] == 1 and "attention_mask" not in flat
     assert flat["input_ids"].shape[1] == sum(len(e["input_ids"]) for e in examples) < padded["input_ids"].numel()
     return padded, flat
+
+
+def tiny_lora_llama(layers: int = 3, before_lora=None):
+    """A tiny random Llama as the trainer sets one up: frozen, non-reentrant checkpointing on, LoRA on
+    all seven projections (``init_lora_weights=False``: B is random too, so every LoRA weight gets a
+    non-trivial gradient). ``before_lora(model)`` runs before peft wraps it (e.g. compiling the layers)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from trainer.config import ALL_PROJECTIONS
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=64, num_hidden_layers=layers, intermediate_size=128,
+                                         num_attention_heads=4, num_key_value_heads=2, vocab_size=500))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if before_lora is not None:
+        before_lora(model)
+    return get_peft_model(model, LoraConfig(r=4, lora_alpha=4, target_modules=ALL_PROJECTIONS,
+                                            init_lora_weights=False))
+
+
+def profiled_step(model, warm: bool = False):
+    """(loss, LoRA gradients, matmuls run by the backward) of one training step on a fixed batch.
+    ``warm``: one step first (a compiled model compiles there, outside the profile)."""
+    import torch
+
+    model.train()
+    ids = torch.randint(0, 500, (2, 32), generator=torch.Generator().manual_seed(1))
+    if warm:
+        model(input_ids=ids, labels=ids).loss.backward()
+        model.zero_grad()
+    loss = model(input_ids=ids, labels=ids).loss
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        loss.backward()
+    matmuls = sum(e.count for e in prof.key_averages() if e.key in ("aten::mm", "aten::addmm"))
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    return loss.item(), grads, matmuls

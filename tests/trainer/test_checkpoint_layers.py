@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.trainer.helpers import profiled_step, tiny_lora_llama
 from trainer.config import ALL_PROJECTIONS as TARGETS
 from trainer.train import CheckpointFirstLayers, checkpoint_first_layers, compile_decoder_layers
 
@@ -16,37 +17,15 @@ LAYERS = 3
 
 
 def _model(compiled: bool = False):
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(hidden_size=64, num_hidden_layers=LAYERS, intermediate_size=128,
-                                         num_attention_heads=4, num_key_value_heads=2, vocab_size=500))
-    for p in model.parameters():
-        p.requires_grad_(False)
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if compiled:
-        compile_decoder_layers(model, checkpoint_in_graph=True)
-    # init_lora_weights=False: B is random too, so every LoRA weight gets a non-trivial gradient.
-    return get_peft_model(model, LoraConfig(r=4, lora_alpha=4, target_modules=TARGETS, init_lora_weights=False))
+    return tiny_lora_llama(LAYERS, before_lora=(lambda m: compile_decoder_layers(m, checkpoint_in_graph=True))
+                           if compiled else None)
 
 
 def _grads_and_backward_matmuls(checkpointed: int, compiled: bool = False):
-    import torch
-
     model = _model(compiled)
     assert checkpoint_first_layers(model, checkpointed) == LAYERS - checkpointed
-    model.train()
-    ids = torch.randint(0, 500, (2, 32), generator=torch.Generator().manual_seed(1))
-    if compiled:
-        model(input_ids=ids, labels=ids).loss.backward()  # the first step compiles
-        model.zero_grad()
-    loss = model(input_ids=ids, labels=ids).loss
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        loss.backward()
-    matmuls = sum(e.count for e in prof.key_averages() if e.key in ("aten::mm", "aten::addmm"))
-    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}, matmuls
+    _, grads, matmuls = profiled_step(model, warm=compiled)
+    return grads, matmuls
 
 
 def test_layers_left_out_skip_their_recompute_and_give_the_same_gradients():

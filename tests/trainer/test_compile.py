@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.trainer.helpers import profiled_step, tiny_lora_llama
 from trainer.config import ALL_PROJECTIONS as TARGETS
 from trainer.train import compile_decoder_layers
 
@@ -17,29 +18,14 @@ pytestmark = pytest.mark.slow
 
 
 def _loss_and_grads(compiled: bool, checkpoint_in_graph: bool = False):
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
+    compiled_layers = []
 
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(hidden_size=64, num_hidden_layers=3, intermediate_size=128,
-                                         num_attention_heads=4, num_key_value_heads=2, vocab_size=500))
-    for p in model.parameters():
-        p.requires_grad_(False)
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    layers = compile_decoder_layers(model, checkpoint_in_graph=checkpoint_in_graph) if compiled else 0
-    # init_lora_weights=False: B is random too, so every LoRA weight gets a non-trivial gradient.
-    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=4, target_modules=TARGETS, init_lora_weights=False))
-    model.train()
-    ids = torch.randint(0, 500, (2, 32), generator=torch.Generator().manual_seed(1))
-    model(input_ids=ids, labels=ids).loss.backward()  # the first step compiles
-    model.zero_grad()
-    loss = model(input_ids=ids, labels=ids).loss
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        loss.backward()
-    backward_matmuls = sum(e.count for e in prof.key_averages() if e.key in ("aten::mm", "aten::addmm"))
-    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
-    return layers, loss.item(), grads, backward_matmuls
+    def compile_layers(model):
+        compiled_layers.append(compile_decoder_layers(model, checkpoint_in_graph=checkpoint_in_graph))
+
+    model = tiny_lora_llama(before_lora=compile_layers if compiled else None)
+    loss, grads, backward_matmuls = profiled_step(model, warm=compiled)
+    return sum(compiled_layers), loss, grads, backward_matmuls
 
 
 def test_compiled_layers_train_like_eager_ones_in_one_graph():
