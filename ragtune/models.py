@@ -7,12 +7,15 @@ A local model folder configured as ``base_model`` is used as it is.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ragtune.errors import ModelNotAvailableError
@@ -127,7 +130,8 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     # The converted tokenizer does not add <bos>; Gemma without it writes garbage.
     tok.add_bos_token = True
     tok.update_post_processor()
-    gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
+    with _quiet_gguf_loading():
+        gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
     # A GGUF-loaded model refuses save_pretrained (transformers 5.19): rebuild a plain model
     # from its config and move the dequantised weights over.
     config = gguf_model.config
@@ -141,6 +145,26 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
         raise ModelNotAvailableError(f"GGUF conversion mismatch: missing={missing[:5]} unexpected={unexpected[:5]}")
     plain.save_pretrained(out)
     tok.save_pretrained(out)
+
+
+@contextmanager
+def _quiet_gguf_loading() -> Iterator[None]:
+    """Silence transformers' per-tensor GGUF progress bar and its float32 speed hint.
+
+    Both speak to computing with the packed model; ragtune only dequantises it once, under its own
+    progress line, so a user can do nothing with them.
+    """
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    hint = logging.getLogger("transformers.quantizers.quantizer_gguf")
+    level, bar = hint.level, gguf_utils.tqdm
+    hint.setLevel(logging.ERROR)
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        hint.setLevel(level)
+        gguf_utils.tqdm = bar
 
 
 def file_sha256(path: Path) -> str:

@@ -48,3 +48,19 @@ def test_local_folder_without_config_is_refused(tmp_path):
 def test_local_folder_is_used_as_is(base_model_dir, tmp_path):
     settings = Settings(home=tmp_path, base_model=str(base_model_dir))
     assert prepare_base_model(settings, progress=False) == base_model_dir
+
+
+def test_gguf_loading_is_quiet_and_restored():
+    import logging
+
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    from ragtune.models import _quiet_gguf_loading
+
+    hint = logging.getLogger("transformers.quantizers.quantizer_gguf")
+    level, bar = hint.level, gguf_utils.tqdm
+    with _quiet_gguf_loading():
+        assert gguf_utils.tqdm(range(3)).disable
+        assert not hint.isEnabledFor(logging.WARNING)  # the float32 speed hint is a warning
+        assert hint.isEnabledFor(logging.ERROR)
+    assert gguf_utils.tqdm is bar and hint.level == level
