@@ -68,16 +68,15 @@ def _llama(compiled: bool = False):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from trainer.plan import ModelShape
+    from trainer.plan import shape_from_dict
     from trainer.train import compile_decoder_layers
 
     torch.manual_seed(0)
-    base = LlamaForCausalLM(LlamaConfig(**LLAMA))
+    config = LlamaConfig(**LLAMA)
+    base = LlamaForCausalLM(config)
     if compiled:
         compile_decoder_layers(base)
-    shape = ModelShape(name="llama", hidden_size=512, num_layers=3, intermediate_size=1792, num_heads=8,
-                       num_kv_heads=2, head_dim=64, vocab_size=1000, tied_embeddings=False)
-    return _lora_model(base), shape
+    return _lora_model(base), shape_from_dict(config.to_dict(), name="llama", source="LlamaConfig")
 
 
 def test_kept_activations_match_what_autograd_saves_for_a_llama_layer():
@@ -125,8 +124,6 @@ def test_kept_activations_match_what_autograd_saves_for_a_4bit_layer_under_autoc
     """The GPU recipe's case: NF4 base, bf16 autocast (peft then skips its fp32 cast of the LoRA input)."""
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig, LlamaConfig, LlamaForCausalLM
-
-    from trainer.plan import shape_from_config
 
     cfg = LlamaConfig(hidden_size=1024, num_hidden_layers=3, intermediate_size=3584, num_attention_heads=16,
                       num_key_value_heads=4, vocab_size=1000)
