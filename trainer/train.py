@@ -261,6 +261,13 @@ def apply_layer_speedups(model, runtime: Runtime) -> None:
         compile_decoder_layers(model, checkpoint_in_graph=runtime.checkpoint_in_graph)
 
 
+def decoder_layers(model) -> list:
+    """The model's repeated decoder layers, in order: the modules transformers checkpoints."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    return [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+
+
 def compile_decoder_layers(model, *, checkpoint_in_graph: bool = False) -> int:
     """torch.compile every decoder layer in place; returns how many.
 
@@ -272,9 +279,7 @@ def compile_decoder_layers(model, *, checkpoint_in_graph: bool = False) -> int:
     projection's matmuls (the layer's output is not needed to differentiate it; ~27% of a Llama
     layer's recomputed FLOPs). Without it the recompute reruns the whole compiled forward.
     """
-    from transformers.modeling_layers import GradientCheckpointingLayer
-
-    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    layers = decoder_layers(model)
     for layer in layers:
         if checkpoint_in_graph:
             layer.__class__ = checkpoint_inside(type(layer))
@@ -318,12 +323,10 @@ def checkpoint_first_layers(model, count: int) -> int:
     The last layers are the ones left out: their backward runs first, so by the time a checkpointed
     layer recomputes its forward, the kept activations are already freed.
     """
-    from transformers.modeling_layers import GradientCheckpointingLayer
-
-    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
-    for layer in layers[count:]:
+    left_out = decoder_layers(model)[count:]
+    for layer in left_out:
         layer.gradient_checkpointing = False
-    return len(layers[count:])
+    return len(left_out)
 
 
 class CheckpointFirstLayers(TrainerCallback):

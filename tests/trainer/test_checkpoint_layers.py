@@ -11,7 +11,7 @@ import pytest
 
 from tests.trainer.helpers import profiled_step, tiny_lora_llama
 from trainer.config import ALL_PROJECTIONS as TARGETS
-from trainer.train import CheckpointFirstLayers, checkpoint_first_layers, compile_decoder_layers
+from trainer.train import CheckpointFirstLayers, checkpoint_first_layers, compile_decoder_layers, decoder_layers
 
 LAYERS = 3
 
@@ -61,7 +61,6 @@ def test_compiled_layers_checkpointed_in_graph_follow_the_selection():
 def test_the_selection_survives_the_trainer_turning_checkpointing_on(tmp_path):
     import torch
     from transformers import Trainer, TrainingArguments
-    from transformers.modeling_layers import GradientCheckpointingLayer
 
     model = _model()
     checkpoint_first_layers(model, 1)
@@ -73,7 +72,7 @@ def test_the_selection_survives_the_trainer_turning_checkpointing_on(tmp_path):
     def flags(callbacks):
         Trainer(model=model, args=args, train_dataset=[{"input_ids": ids, "labels": ids}] * 2,
                 callbacks=callbacks).train()
-        return [m.gradient_checkpointing for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+        return [layer.gradient_checkpointing for layer in decoder_layers(model)]
 
     assert flags([]) == [True] * LAYERS  # the Trainer re-enables every layer at train()
     assert flags([CheckpointFirstLayers(1)]) == [True] + [False] * (LAYERS - 1)
