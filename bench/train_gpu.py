@@ -34,6 +34,9 @@ after each run. Recipes:
   ragtune-offload  the default + ``activation_offloading: true`` (``ragtune-no-offload``: false)
   ragtune-bnb-syncs  the default with bitsandbytes' per-parameter device synchronisation in the
                    8-bit optimizer step left in (the recipe before; the trainer now drops it)
+  ragtune-nan-filter  the default with transformers' NaN filter on the loss left on (a host read
+                   of every step's loss after the backward, so a device sync before the optimizer
+                   step; the recipe before; the trainer now turns it off)
   ragtune-fixed-segments  the default with the caching allocator's fixed segments
                    (``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:False``; the trainer asks for
                    expandable ones where the variable is unset)
@@ -84,7 +87,7 @@ OVERRIDES = {"ragtune": {}, "ragtune-plain": {"liger_kernels": False, "padding_f
              "ragtune-budget15": {"memory_budget_gib": 15},
              "ragtune-offload": {"activation_offloading": True},
              "ragtune-no-offload": {"activation_offloading": False},
-             "ragtune-fixed-segments": {}, "ragtune-bnb-syncs": {}}
+             "ragtune-fixed-segments": {}, "ragtune-bnb-syncs": {}, "ragtune-nan-filter": {}}
 # Environment of a recipe's worker process (the trainer leaves a PYTORCH_CUDA_ALLOC_CONF it finds alone).
 RECIPE_ENV = {"ragtune-fixed-segments": {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:False"}}
 UNSLOTH = {"unsloth": "unsloth", "unsloth-no-gc": False}  # recipe -> use_gradient_checkpointing
@@ -98,8 +101,22 @@ def keep_bnb_step_syncs() -> None:
     trainer.train.bnb_steps_without_syncs = nullcontext
 
 
+def keep_nan_filter() -> None:
+    """The default with transformers' ``logging_nan_inf_filter`` on (the trainer turns it off)."""
+    import trainer.train
+
+    arguments = trainer.train.sft_config
+
+    def with_filter(*args, **kwargs):
+        sft_args = arguments(*args, **kwargs)
+        sft_args.logging_nan_inf_filter = True
+        return sft_args
+
+    trainer.train.sft_config = with_filter
+
+
 # What a recipe changes in the worker process before training (experiments outside the config).
-RECIPE_PATCHES = {"ragtune-bnb-syncs": keep_bnb_step_syncs}
+RECIPE_PATCHES = {"ragtune-bnb-syncs": keep_bnb_step_syncs, "ragtune-nan-filter": keep_nan_filter}
 # The recorded prompt lengths include the trainer's template; this many are taken off for the ids.
 # Under the word-level tokenizer ragtune's rows then come out 5 tokens longer than the manual
 # loop's (template words and EOS: 2,040 against 2,035 per fixed row, in bench/results).

@@ -21,6 +21,11 @@ Thresholds, and why:
 * ``lora-grad-zero`` — the LoRA gradient norm at the first optimizer step is zero or not finite:
   nothing can be learned (the NOTES trap: 4-bit evaluation before training on CPU shrinks LoRA
   gradients; a frozen or detached adapter gives exactly zero). Training is stopped.
+* ``loss-not-finite`` — a logged training loss is NaN or infinite: the update that produced it
+  has already spread NaN through the LoRA weights, so every later step is wasted. Training is
+  stopped with nothing published (the checkpoints stay for ``--resume`` with a lower learning
+  rate). The trainer logs every step's loss as computed (transformers' NaN filter, which would
+  replace it with the running mean, is off), so the logged mean shows it.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from collections.abc import Callable
 from transformers import EarlyStoppingCallback, TrainerCallback
 
 from ragtune.card import CardWarning
+from ragtune.errors import RagtuneError
 from trainer.config import MLP_PROJECTIONS, TrainConfig
 
 MEMORISING_LOSS = 0.2
@@ -42,8 +48,8 @@ PLATEAU_LOSS = 1.0
 SMALL_SET = 500  # examples; below this, low ranks and dropout matter more
 
 
-class GradientError(RuntimeError):
-    """LoRA gradients are zero or not finite: training would learn nothing."""
+class GradientError(RagtuneError):
+    """LoRA gradients are zero or not finite, or the loss is not: training would learn nothing."""
 
 
 def static_checks(config: TrainConfig, n_train: int) -> list[CardWarning]:
@@ -106,7 +112,12 @@ class GuardrailCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
-        if "loss" in logs and _finite(logs["loss"]):
+        if "loss" in logs and not _finite(logs["loss"]):
+            self._warn("loss-not-finite", f"training loss is {logs['loss']} by step {state.global_step}: the LoRA "
+                       "weights have diverged. Lower learning_rate (or max_grad_norm) and train again.",
+                       state.global_step)
+            raise GradientError(self.warnings[-1].message)
+        if "loss" in logs:
             self.record_train(state.global_step, float(logs["loss"]))
         if "eval_loss" in logs and _finite(logs["eval_loss"]):
             self.record_eval(state.global_step, float(logs["eval_loss"]))

@@ -123,7 +123,7 @@ def train_adapter(
     try:
         trainer = _build_trainer(config, runtime, base_dir, tokenizer, prepared, work_dir,
                                  [guard, *early_stopping_callbacks(config, runtime.eval_during_training),
-                                  *([SyncAfterOptimizerStep()] if runtime.device == "cuda" else []),
+                                  *([SyncBeforeCheckpoint()] if runtime.device == "cuda" else []),
                                   *([CheckpointFirstLayers(runtime.checkpointed_layers)]
                                     if runtime.checkpointed_layers is not None else []),
                                   *(callbacks or [])], progress, rank)
@@ -361,7 +361,7 @@ def bnb_steps_without_syncs():
     while the host launches each next update. The updates, the prefetches of paged states and the
     training itself are ordered on the default stream, so those syncs order nothing on the device
     (upstream PR bitsandbytes#2050 drops them for non-paged states); the one thing the host reads,
-    the paged states when a checkpoint is saved, waits for :class:`SyncAfterOptimizerStep`.
+    the paged states when a checkpoint is saved, waits for :class:`SyncBeforeCheckpoint`.
     Measured on an H200 at 2,048 x 1: 0.376 -> 0.324 s a step (BENCHMARKS.md). Scoped to the
     training call."""
     import bitsandbytes.optim.optimizer as bnb_optimizer
@@ -374,14 +374,19 @@ def bnb_steps_without_syncs():
         bnb_optimizer.sync_gpu = per_parameter_sync
 
 
-class SyncAfterOptimizerStep(TrainerCallback):
-    """One device sync per optimizer step, where bitsandbytes had one per parameter: paged states
-    live in managed memory that a checkpoint save reads from the host without a sync of its own."""
+class SyncBeforeCheckpoint(TrainerCallback):
+    """A device sync before each checkpoint save, the one place the host reads the optimizer's
+    paged states: bitsandbytes keeps them in managed memory, which ``torch.save`` reads as host
+    memory, without the stream order a device-to-host copy has. transformers' flow callback, which
+    runs before this one, has decided by ``on_step_end`` whether this step saves or evaluates (a
+    ``save_strategy: best`` save follows an evaluation); other steps run without a sync, so the
+    host queues the next step while the device finishes this one."""
 
-    def on_optimizer_step(self, args, state, control, **kwargs):
-        import torch
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save or control.should_evaluate:
+            import torch
 
-        torch.cuda.synchronize()
+            torch.cuda.synchronize()
 
 
 def freeze_base(model, runtime: Runtime):
@@ -440,6 +445,11 @@ def sft_config(config: TrainConfig, runtime: Runtime, work_dir: Path, progress: 
         use_cpu=runtime.device == "cpu",
         logging_steps=config.logging_steps,
         logging_first_step=True,
+        # Trainer's NaN filter reads every step's loss on the host right after the backward: a device
+        # sync, and the host then launches the 8-bit optimizer's hundreds of small updates one by one
+        # while the GPU idles, instead of queueing them behind the backward. The loss goes to the log
+        # as computed; the guardrails stop a run whose logged loss is not finite.
+        logging_nan_inf_filter=False,
         eval_strategy="steps" if evaluate else "no",
         eval_steps=config.eval_steps,
         # Checkpoints at every eval: needed for best-checkpoint restore, and what --resume continues from.

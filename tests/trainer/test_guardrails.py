@@ -96,8 +96,25 @@ def test_on_log_reads_trainer_logs():
     state = SimpleNamespace(global_step=3)
     guard.on_log(None, state, None, logs={"loss": 0.1, "learning_rate": 1e-4})
     guard.on_log(None, state, None, logs={"eval_loss": 0.5})
-    guard.on_log(None, state, None, logs={"loss": float("nan")})
     assert guard.train_losses == [(3, 0.1)] and guard.eval_losses == [(3, 0.5)]
+
+
+def test_a_loss_that_is_not_finite_stops_training_with_a_named_error():
+    """transformers' NaN filter is off in the trainer, so a diverged step reaches the log."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from ragtune.errors import RagtuneError
+    from trainer.guardrails import GradientError
+
+    guard = GuardrailCallback()
+    guard.on_log(None, SimpleNamespace(global_step=10), None, logs={"loss": 2.0})
+    with pytest.raises(GradientError, match="training loss is nan by step 20.*Lower learning_rate") as raised:
+        guard.on_log(None, SimpleNamespace(global_step=20), None, logs={"loss": float("nan")})
+    assert isinstance(raised.value, RagtuneError)  # the CLI prints the message, not a traceback
+    assert codes(guard.warnings) == ["loss-not-finite"] and guard.warnings[0].step == 20
+    assert guard.train_losses == [(10, 2.0)]
 
 
 def test_early_stopping_only_with_in_loop_eval():
