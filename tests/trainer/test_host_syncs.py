@@ -83,7 +83,7 @@ def word_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
 
 
-def ragtune_loop(tmp_path, callbacks=(), **fields):
+def ragtune_loop(tmp_path, callbacks=(), cuda: bool = False, **fields):
     """trl's SFTTrainer (the CUDA loop's class) with ragtune's training arguments, on a tiny Llama."""
     from datasets import Dataset
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -96,7 +96,7 @@ def ragtune_loop(tmp_path, callbacks=(), **fields):
              "completion": " ".join(f"w{(3 * i + j) % 190 + 3}" for j in range(2 + i % 4))} for i in range(24)]
     config = TrainConfig(style="s", data=tmp_path / "rows.jsonl", max_steps=4, per_device_batch_size=2,
                          gradient_accumulation_steps=2, eval_steps=2, logging_steps=100, **fields)
-    runtime = resolve_runtime(config, cuda=False)
+    runtime = resolve_runtime(config, cuda=cuda)
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(hidden_size=32, num_hidden_layers=2, intermediate_size=64,
                                          num_attention_heads=4, num_key_value_heads=2, vocab_size=VOCAB))
@@ -131,3 +131,87 @@ def test_device_syncs_only_before_saves_and_evaluations(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: events.log.append(f"sync@{trainer.state.global_step}"))
     trainer.train()
     assert events.log == ["sync@2", "save@2", "sync@4", "save@4"]
+
+
+def _cuda_with_bitsandbytes() -> bool:
+    import importlib.util
+
+    return torch.cuda.is_available() and importlib.util.find_spec("bitsandbytes") is not None
+
+
+class CudaSyncs(TrainerCallback):
+    """Device syncs over the same window as :class:`AfterBackwardProbe`, and over the optimizer step
+    itself (paged 8-bit AdamW): implicit ones from CUDA's own detector
+    (``torch.cuda.set_sync_debug_mode``, which also sees boolean-mask indexing and device-to-host
+    copies) plus explicit ``torch.cuda.synchronize()`` calls (bitsandbytes' kind), counted by
+    wrapping it."""
+
+    def __init__(self, trainer, monkeypatch):
+        self.after_backward: list[int] = []
+        self.optimizer: list[int] = []
+        self.explicit = 0
+        self._record = None
+        real = torch.cuda.synchronize
+
+        def synchronize(*args, **kwargs):
+            self.explicit += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(torch.cuda, "synchronize", synchronize)
+        step = trainer.training_step
+
+        def training_step(*args, **kwargs):
+            self._stop(None)
+            loss = step(*args, **kwargs)
+            self._start()
+            return loss
+
+        trainer.training_step = training_step
+
+    def _start(self):
+        import warnings
+
+        self._record = warnings.catch_warnings(record=True)
+        self._caught = self._record.__enter__()
+        warnings.simplefilter("always")
+        self._explicit_before = self.explicit
+        torch.cuda.set_sync_debug_mode("warn")
+
+    def _stop(self, into: list[int] | None):
+        if self._record is None:
+            return
+        torch.cuda.set_sync_debug_mode("default")
+        self._record.__exit__(None, None, None)
+        syncs = sum("synchroniz" in str(w.message) for w in self._caught) + self.explicit - self._explicit_before
+        if into is not None:
+            into.append(syncs)
+        self._record = None
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self._stop(self.after_backward)
+        self._start()
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self._stop(self.optimizer)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_with_bitsandbytes(), reason="needs CUDA and bitsandbytes")
+def test_cuda_backward_and_optimizer_step_queue_without_a_sync(tmp_path, monkeypatch):
+    from trainer.train import bnb_steps_without_syncs
+
+    trainer = ragtune_loop(tmp_path / "a", cuda=True)
+    assert trainer.args.optim == "paged_adamw_8bit"
+    probe = CudaSyncs(trainer, monkeypatch)
+    trainer.add_callback(probe)
+    with bnb_steps_without_syncs():
+        trainer.train()
+    assert probe.after_backward == [0, 0, 0, 0]
+    assert probe.optimizer == [0, 0, 0, 0]
+
+    # The detector works: without the trainer's patch, bitsandbytes syncs after every parameter.
+    trainer = ragtune_loop(tmp_path / "b", cuda=True)
+    probe = CudaSyncs(trainer, monkeypatch)
+    trainer.add_callback(probe)
+    trainer.train()
+    assert len(probe.optimizer) == 4 and min(probe.optimizer) >= 2
