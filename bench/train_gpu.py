@@ -53,7 +53,10 @@ shipped training rows under the base model's tokenizer, and a seeded long-tail):
 (every row 2,048 tokens), ``e2e-json``, ``bible-asv``, ``long-tail`` (real lengths, rows drawn in a
 seeded order). Every recipe sees the same token ids (ragtune's template adds a few prompt tokens).
 Reported per run: peak reserved / allocated GiB over the training steps, tokens/s over the steps
-after ``--warmup`` (real tokens, padding excluded), the loss per step, and MFU =
+after ``--warmup`` (real tokens, padding excluded; each step timed from its start, batch in hand,
+to the end of its optimizer step, data loading and logging excluded, in every loop alike: up to
+call 19 of the results file ragtune's steps were timed end to end, its collation and per-step
+logging included, the manual loop's not), the loss per step, and MFU =
 6 x matmul parameters x tokens/s / the bf16 matmul peak measured in the same call (an 8192^3
 torch.matmul; attention FLOPs and the recompute of checkpointing are not counted). Without CUDA it
 prints a skip line and exits 0.
@@ -265,13 +268,21 @@ def worker_ragtune(model_dir: Path, data: str, batch: int, steps: int, warmup: i
     file.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     class Probe(TrainerCallback):
+        """Times each optimizer step as ``manual_loop`` does: from the step's start, its batch in
+        hand and the device idle, to the end of its optimizer step. The Trainer fetches (collates)
+        a step's batches before ``on_step_begin`` and logs after ``on_step_end``, so data loading
+        and logging fall outside, as the manual loop's batch building and ``float(loss)`` do."""
+
         def __init__(self):
-            self.ends, self.tokens, self.losses = [], [], []
+            self.starts, self.ends, self.tokens, self.losses = [], [], [], []
 
         def on_train_begin(self, args, state, control, **kw):
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-            self.ends.append(time.perf_counter())
+
+        def on_step_begin(self, args, state, control, **kw):
+            torch.cuda.synchronize()
+            self.starts.append(time.perf_counter())
 
         def on_step_end(self, args, state, control, **kw):
             torch.cuda.synchronize()
@@ -292,7 +303,7 @@ def worker_ragtune(model_dir: Path, data: str, batch: int, steps: int, warmup: i
                          logging_steps=1, warmup_ratio=0.0, **overrides)
     probe = Probe()
     train_adapter(config, settings, callbacks=[probe, *extra_callbacks], progress=False)
-    times = [b - a for a, b in zip(probe.ends, probe.ends[1:])]
+    times = [end - start for start, end in zip(probe.starts, probe.ends, strict=True)]
     cumulative = probe.tokens
     tokens = [int(b - a) for a, b in zip([0.0, *cumulative], cumulative)]
     result = _summary(times, tokens, warmup, probe.losses, batch)
