@@ -3,20 +3,14 @@ behaviour they name (checked on CPU; the bench itself needs a GPU)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.bench.helpers import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("train_gpu", REPO / "bench" / "train_gpu.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("train_gpu")
 
 
 def test_every_recipe_is_a_valid_train_config(bench):

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.bench.helpers import load_bench
 
 
 def _table():
-    spec = importlib.util.spec_from_file_location("train_gpu_table", REPO / "bench" / "train_gpu_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("train_gpu_table")
 
 
 def test_recorded_calls_give_the_benchmarks_table(capsys):
