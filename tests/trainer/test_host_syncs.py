@@ -34,35 +34,52 @@ class HostReads(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-class AfterBackwardProbe(TrainerCallback):
-    """Host reads after each micro-batch's ``training_step`` (forward + backward) until the next
-    one or the optimizer step: the loop's own loss bookkeeping and the gradient clipping."""
+class StepWindows(TrainerCallback):
+    """Counts with ``counter`` (a context manager with a ``count``) after each micro-batch's
+    ``training_step`` (forward + backward) until the next one or the optimizer step: the loop's own
+    loss bookkeeping and the gradient clipping, summed per optimizer step in ``after_backward``.
+    With ``optimizer_step``, also over the optimizer step itself, in ``optimizer``."""
 
-    def __init__(self, trainer):
-        self.counts: list[int] = []  # per optimizer step
+    def __init__(self, trainer, counter, *, optimizer_step: bool = False):
+        self.counter, self.optimizer_step = counter, optimizer_step
+        self.after_backward: list[int] = []
+        self.optimizer: list[int] = []
         self.pending = 0
-        self.mode: HostReads | None = None
+        self.active = None
         step = trainer.training_step
 
         def training_step(*args, **kwargs):
-            self._stop()
+            self._close()
             loss = step(*args, **kwargs)
-            self.mode = HostReads()
-            self.mode.__enter__()
+            self._open()
             return loss
 
         trainer.training_step = training_step
+        trainer.add_callback(self)
 
-    def _stop(self):
-        if self.mode is not None:
-            self.mode.__exit__(None, None, None)
-            self.pending += self.mode.count
-            self.mode = None
+    def _open(self):
+        self.active = self.counter()
+        self.active.__enter__()
+
+    def _close(self):
+        if self.active is not None:
+            self.active.__exit__(None, None, None)
+            self.pending += self.active.count
+            self.active = None
+
+    def _take(self) -> int:
+        self._close()
+        taken, self.pending = self.pending, 0
+        return taken
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        self._stop()
-        self.counts.append(self.pending)
-        self.pending = 0
+        self.after_backward.append(self._take())
+        if self.optimizer_step:
+            self._open()
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        if self.optimizer_step:
+            self.optimizer.append(self._take())
 
 
 class Events(TrainerCallback):
@@ -107,20 +124,18 @@ def ragtune_loop(tmp_path, callbacks=(), cuda: bool = False, **fields):
 
 def test_no_host_read_between_backward_and_optimizer_step(tmp_path):
     trainer = ragtune_loop(tmp_path)
-    probe = AfterBackwardProbe(trainer)
-    trainer.add_callback(probe)
+    probe = StepWindows(trainer, HostReads)
     trainer.train()
-    assert probe.counts == [0, 0, 0, 0]
+    assert probe.after_backward == [0, 0, 0, 0]
 
 
 def test_the_probe_sees_transformers_nan_filter(tmp_path):
     """The check above can fail: transformers' default NaN filter reads each step's loss there."""
     trainer = ragtune_loop(tmp_path)
     trainer.args.logging_nan_inf_filter = True
-    probe = AfterBackwardProbe(trainer)
-    trainer.add_callback(probe)
+    probe = StepWindows(trainer, HostReads)
     trainer.train()
-    assert len(probe.counts) == 4 and all(n >= 2 for n in probe.counts)  # >= 1 per micro-batch
+    assert len(probe.after_backward) == 4 and all(n >= 2 for n in probe.after_backward)  # >= 1 per micro-batch
 
 
 def test_device_syncs_only_before_saves_and_evaluations(tmp_path, monkeypatch):
@@ -139,71 +154,46 @@ def _cuda_with_bitsandbytes() -> bool:
     return torch.cuda.is_available() and importlib.util.find_spec("bitsandbytes") is not None
 
 
-class CudaSyncs(TrainerCallback):
-    """Device syncs over the same window as :class:`AfterBackwardProbe`, and over the optimizer step
-    itself (paged 8-bit AdamW): implicit ones from CUDA's own detector
+class DeviceSyncs:
+    """Device syncs while active: implicit ones from CUDA's own detector
     (``torch.cuda.set_sync_debug_mode``, which also sees boolean-mask indexing and device-to-host
     copies) plus explicit ``torch.cuda.synchronize()`` calls (bitsandbytes' kind), counted by
-    wrapping it."""
+    wrapping it for the time."""
 
-    def __init__(self, trainer, monkeypatch):
-        self.after_backward: list[int] = []
-        self.optimizer: list[int] = []
-        self.explicit = 0
-        self._record = None
-        real = torch.cuda.synchronize
+    def __init__(self):
+        self.count = 0
 
-        def synchronize(*args, **kwargs):
-            self.explicit += 1
-            return real(*args, **kwargs)
-
-        monkeypatch.setattr(torch.cuda, "synchronize", synchronize)
-        step = trainer.training_step
-
-        def training_step(*args, **kwargs):
-            self._stop(None)
-            loss = step(*args, **kwargs)
-            self._start()
-            return loss
-
-        trainer.training_step = training_step
-
-    def _start(self):
+    def __enter__(self):
         import warnings
 
+        self._real = torch.cuda.synchronize
+
+        def synchronize(*args, **kwargs):
+            self.count += 1
+            return self._real(*args, **kwargs)
+
+        torch.cuda.synchronize = synchronize
         self._record = warnings.catch_warnings(record=True)
         self._caught = self._record.__enter__()
         warnings.simplefilter("always")
-        self._explicit_before = self.explicit
         torch.cuda.set_sync_debug_mode("warn")
+        return self
 
-    def _stop(self, into: list[int] | None):
-        if self._record is None:
-            return
+    def __exit__(self, *exc):
         torch.cuda.set_sync_debug_mode("default")
-        self._record.__exit__(None, None, None)
-        syncs = sum("synchroniz" in str(w.message) for w in self._caught) + self.explicit - self._explicit_before
-        if into is not None:
-            into.append(syncs)
-        self._record = None
-
-    def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        self._stop(self.after_backward)
-        self._start()
-
-    def on_optimizer_step(self, args, state, control, **kwargs):
-        self._stop(self.optimizer)
+        self._record.__exit__(*exc)
+        torch.cuda.synchronize = self._real
+        self.count += sum("synchroniz" in str(w.message) for w in self._caught)
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not _cuda_with_bitsandbytes(), reason="needs CUDA and bitsandbytes")
-def test_cuda_backward_and_optimizer_step_queue_without_a_sync(tmp_path, monkeypatch):
+def test_cuda_backward_and_optimizer_step_queue_without_a_sync(tmp_path):
     from trainer.train import bnb_steps_without_syncs
 
     trainer = ragtune_loop(tmp_path / "a", cuda=True)
     assert trainer.args.optim == "paged_adamw_8bit"
-    probe = CudaSyncs(trainer, monkeypatch)
-    trainer.add_callback(probe)
+    probe = StepWindows(trainer, DeviceSyncs, optimizer_step=True)
     with bnb_steps_without_syncs():
         trainer.train()
     assert probe.after_backward == [0, 0, 0, 0]
@@ -211,7 +201,6 @@ def test_cuda_backward_and_optimizer_step_queue_without_a_sync(tmp_path, monkeyp
 
     # The detector works: without the trainer's patch, bitsandbytes syncs after every parameter.
     trainer = ragtune_loop(tmp_path / "b", cuda=True)
-    probe = CudaSyncs(trainer, monkeypatch)
-    trainer.add_callback(probe)
+    probe = StepWindows(trainer, DeviceSyncs, optimizer_step=True)
     trainer.train()
     assert len(probe.optimizer) == 4 and min(probe.optimizer) >= 2
